@@ -1,0 +1,113 @@
+"""Throughput of `vigil worker` on a real broker: a pre-loaded backlog drained by 1 or more workers.
+
+    python -m loadtest.bench_worker [--pumps 40] [--steps 100] [--workers 1 2] [--json]
+
+Uses VIGIL_BROKER when set, else starts the embedded broker. The backlog is
+produced first; the clock runs from the first record a worker consumes to the
+last edge verdict, read from the workers' /metrics, so start-up is not counted.
+Reported: records/s for each worker count and the ratio to one worker.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+
+def scrape(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def run(settings, n_workers: int, expected_scores: int, log_dir: Path) -> dict[str, float]:
+    from streams.broker import free_port
+
+    env = {**os.environ, "VIGIL_BROKER": settings.bootstrap_servers, "VIGIL_APP_ID": settings.app_id,
+           "VIGIL_TOPIC_PREFIX": settings.topic_prefix, "VIGIL_PARTITIONS": str(settings.partitions),
+           "VIGIL_MODELS": str(settings.models_dir), "VIGIL_SESSION_TIMEOUT_S": "10", "VIGIL_HEARTBEAT_INTERVAL_S": "1"}
+    ports = [free_port() for _ in range(n_workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(p), "--loglevel", "warning"],
+                              env=env, stdout=open(log_dir / f"worker-{n_workers}-{i}.log", "wb"), stderr=subprocess.STDOUT)
+             for i, p in enumerate(ports)]
+    try:
+        first = last = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            samples = [scrape(p) for p in ports]
+            consumed = sum(s.get('vigil_records_in_total{stage="pump.vibration.raw"}', 0) for s in samples)
+            scored = sum(s.get('vigil_records_out_total{stage="pump.features"}', 0) for s in samples)
+            if consumed and first is None:
+                first = time.monotonic()
+            if scored >= expected_scores:
+                last = time.monotonic()
+                break
+            time.sleep(0.05)
+        if first is None or last is None:
+            raise RuntimeError(f"workers did not finish: see {log_dir}")
+        return {"seconds": last - first}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pumps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from models.simulate import FleetSimulator, make_fleet
+    from streams.broker import EmbeddedBroker
+    from streams.codec import AvroCodec
+    from streams.producer import RecordProducer, publish_simulation
+    from streams.settings import Settings
+    from streams.topics import ensure_topics
+    from streams.train import train_edge_simulated
+
+    results = {}
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vigil-bench-")))
+        settings = Settings.from_env()
+        if settings.broker_hosts is None:
+            broker = stack.enter_context(EmbeddedBroker(data_dir=tmp / "broker"))
+            settings = settings.with_broker(broker.bootstrap)
+        settings = replace(settings, models_dir=tmp / "models", partitions=8, retention_ms=3_600_000)
+        train_edge_simulated(settings, pumps=8, windows=80)
+        for n in args.workers:
+            run_settings = replace(settings, app_id=f"bench-{n}-{time.time_ns()}", topic_prefix=f"bench{n}-{time.time_ns()}.")
+            ensure_topics(run_settings)
+            sim = FleetSimulator(make_fleet(args.pumps, seed=n, n_faulty=0, horizon_s=args.steps), seed=n, chunk_s=1.0)
+            stats = publish_simulation(RecordProducer(run_settings, AvroCodec()), sim, args.steps)
+            records = stats["vibration"] + stats["process"]
+            timing = run(run_settings, n, expected_scores=records, log_dir=tmp)
+            results[n] = {"records": records, "seconds": round(timing["seconds"], 2), "records_per_s": round(records / timing["seconds"])}
+    base = results[args.workers[0]]["records_per_s"]
+    for r in results.values():
+        r["ratio_to_first"] = round(r["records_per_s"] / base, 2)
+    out = {"pumps": args.pumps, "steps": args.steps, "chunk": "1 s at 5120 Hz + 1 process sample", "cores": os.cpu_count(), "workers": results}
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""A model registry on disk: versioned artifacts with metadata and a sha256 checked before loading.
+
+Layout under the root (``VIGIL_MODELS``, default ``./.vigil/models``)::
+
+    <tier>/<version>/model.pkl     the pickled model
+    <tier>/<version>/meta.json     tier, version, created_at, sha256, library versions, caller's metadata
+    <tier>/ACTIVE                  the version workers load
+
+Nothing is unpickled before its bytes hash to the sha256 recorded at save
+time: a tampered or truncated artifact is refused with ``ModelIntegrityError``.
+Pickles are version-sensitive, so the numpy/scikit-learn/python versions
+that wrote the artifact are recorded with it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+ARTIFACT = "model.pkl"
+METADATA = "meta.json"
+ACTIVE = "ACTIVE"
+
+
+class ModelIntegrityError(RuntimeError):
+    """The artifact's bytes do not match the sha256 in its metadata."""
+
+
+class ModelNotFoundError(LookupError):
+    pass
+
+
+def _library_versions() -> dict[str, str]:
+    import numpy
+    import scipy
+    import sklearn
+
+    return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ModelRegistry:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def save(self, tier: str, model: Any, metadata: Mapping[str, Any] | None = None, *, activate: bool = False) -> str:
+        """Store ``model`` as a new version of ``tier``; returns the version.
+
+        The first version of a tier becomes active; later ones only with ``activate=True``.
+        """
+        payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        sha256 = hashlib.sha256(payload).hexdigest()
+        created = datetime.now(timezone.utc)
+        version = f"{tier}-{created:%Y%m%dT%H%M%S%f}-{sha256[:8]}"
+        directory = self.root / tier / version
+        directory.mkdir(parents=True, exist_ok=False)
+        meta = {
+            **(metadata or {}),
+            "tier": tier,
+            "version": version,
+            "created_at": created.isoformat(),
+            "sha256": sha256,
+            "libraries": _library_versions(),
+        }
+        _atomic_write(directory / ARTIFACT, payload)
+        _atomic_write(directory / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
+        if activate or self.active_version(tier) is None:
+            self.activate(tier, version)
+        return version
+
+    def versions(self, tier: str) -> list[dict[str, Any]]:
+        """Metadata of every version of ``tier``, oldest first."""
+        base = self.root / tier
+        if not base.is_dir():
+            return []
+        metas = [json.loads((d / METADATA).read_text()) for d in base.iterdir() if (d / METADATA).is_file()]
+        return sorted(metas, key=lambda m: m["created_at"])
+
+    def activate(self, tier: str, version: str) -> None:
+        if not (self.root / tier / version / METADATA).is_file():
+            raise ModelNotFoundError(f"no version {version!r} of tier {tier!r} under {self.root}")
+        _atomic_write(self.root / tier / ACTIVE, version.encode())
+
+    def active_version(self, tier: str) -> str | None:
+        path = self.root / tier / ACTIVE
+        return path.read_text().strip() if path.is_file() else None
+
+    def load(self, tier: str, version: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """Load a version (default: the active one) after checking its sha256."""
+        version = version or self.active_version(tier)
+        if version is None:
+            raise ModelNotFoundError(f"no active {tier!r} model under {self.root}")
+        directory = self.root / tier / version
+        if not (directory / METADATA).is_file():
+            raise ModelNotFoundError(f"no version {version!r} of tier {tier!r} under {self.root}")
+        meta = json.loads((directory / METADATA).read_text())
+        payload = (directory / ARTIFACT).read_bytes()
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != meta.get("sha256"):
+            raise ModelIntegrityError(
+                f"{directory / ARTIFACT} has sha256 {actual}, its metadata says {meta.get('sha256')}: refusing to load it"
+            )
+        return pickle.loads(payload), meta

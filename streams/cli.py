@@ -1,0 +1,214 @@
+"""The ``vigil`` command: broker, worker, produce, train, topics, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from streams.settings import BrokerNotConfigured, Settings
+
+console = Console(stderr=True)
+
+
+def _stop_event() -> threading.Event:
+    """Set on SIGINT or SIGTERM, so long commands end cleanly and stop what they started."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import EmbeddedBroker
+
+    data_dir = Path(args.data_dir)
+    broker = EmbeddedBroker(port=args.port, data_dir=data_dir, host=args.host)
+    stop = _stop_event()
+    with broker:
+        if args.json:
+            print(json.dumps({"bootstrap": broker.bootstrap, "url": broker.url, "pid": broker.pid, "data_dir": str(data_dir)}), flush=True)
+        else:
+            print(f"embedded Kafka broker (noida-db) on {broker.bootstrap}, data in {data_dir}", flush=True)
+            print(f"export VIGIL_BROKER={broker.url}", flush=True)
+            print("Ctrl-C stops it.", flush=True)
+        while not stop.wait(0.5):
+            if broker.process is None or broker.process.poll() is not None:
+                console.print(f"[red]broker exited unexpectedly[/red]: {broker.log_tail()}")
+                return 1
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.topics import ensure_topics
+
+    settings = Settings.from_env()
+    created = ensure_topics(settings)
+    print(json.dumps({"created": created}) if args.json else f"created {len(created)} topics: {', '.join(created) or '-'}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from streams.app import create_app
+    from streams.logs import logging_config
+    from streams.topics import ensure_topics
+
+    settings = Settings.from_env()
+    if args.web_port is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, web_port=args.web_port)
+    ensure_topics(settings)
+    app = create_app(settings)
+    worker = Worker(app, loglevel=args.loglevel, logging_config=logging_config(args.loglevel, args.log_format))
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from streams.train import train_edge_simulated
+
+    settings = Settings.from_env()
+    if args.baseline_windows:
+        settings = replace(settings, baseline_windows=args.baseline_windows)
+    if not args.simulate:
+        console.print("[red]only `vigil train edge --simulate` exists so far[/red]")
+        return 2
+    with Progress(TextColumn("simulating healthy fleet"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=args.json) as progress:
+        task = progress.add_task("train", total=args.windows)
+        version, metrics = train_edge_simulated(
+            settings, pumps=args.pumps, windows=args.windows, seed=args.seed, on_step=lambda i, n: progress.update(task, completed=i)
+        )
+    if args.json:
+        print(json.dumps({"version": version, "models_dir": str(settings.models_dir), "metrics": metrics}))
+    else:
+        console.print(f"trained and activated edge model [bold]{version}[/bold] in {settings.models_dir}")
+        for name, m in metrics.items():
+            console.print(f"  {name}: {m['training_windows']} windows from {m['streams']} streams, threshold {m['threshold']:.3f}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streams.codec import codec_from_settings
+    from streams.producer import RecordProducer, publish_pack, publish_simulation
+    from streams.topics import ensure_topics
+
+    settings = Settings.from_env()
+    ensure_topics(settings)
+    producer = RecordProducer(settings, codec_from_settings(settings.schema_registry))
+    stop = _stop_event()
+    if args.simulate:
+        from models.simulate import FleetSimulator, make_fleet
+
+        steps = args.steps
+        fleet = make_fleet(args.simulate, seed=args.seed, horizon_s=(steps or 3600) * args.chunk_s)
+        simulator = FleetSimulator(fleet, seed=args.seed, chunk_s=args.chunk_s)
+        with Progress(TextColumn("producing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=args.json) as progress:
+            task = progress.add_task("steps", total=steps)
+            stats = publish_simulation(
+                producer, simulator, steps, rate_per_s=args.rate, malformed_fraction=args.malformed_fraction,
+                duplicate_fraction=args.duplicate_fraction, seed=args.seed,
+                on_step=lambda i, s: progress.update(task, completed=i), should_stop=stop.is_set,
+            )
+        stats["faulty"] = {s.asset_id: s.fault for s in fleet if s.fault}
+    else:
+        from models.packs import iter_pack
+
+        stats = publish_pack(producer, iter_pack(args.pack), speed=args.speed, should_stop=stop.is_set)
+    stats["delivered"] = producer.delivered
+    print(json.dumps(stats) if args.json else f"published {stats['records']} records ({producer.delivered} delivered)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(pumps=args.pumps, steps=args.steps, max_seconds=args.max_seconds, seed=args.seed, json=args.json))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigil", description="Pump health and fall detection on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka broker (noida-db) until Ctrl-C")
+    p.add_argument("--port", type=int, default=9092, help="Kafka port (0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--data-dir", default=".vigil/broker")
+    p.add_argument("--json", action="store_true", help="print the address as JSON")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("worker", help="run the stream agents (start more workers to scale out)")
+    p.add_argument("--web-port", type=int, default=None, help="port of /metrics (default VIGIL_WEB_PORT or 6066)")
+    p.add_argument("--loglevel", default="info")
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("topics", help="create vigil's topics on the configured broker")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("train", help="train a model into the registry")
+    p.add_argument("tier", choices=["edge"])
+    p.add_argument("--simulate", action="store_true", help="train on a simulated healthy fleet")
+    p.add_argument("--pumps", type=int, default=16)
+    p.add_argument("--windows", type=int, default=150, help="windows per pump (1 s each)")
+    p.add_argument("--baseline-windows", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("produce", help="publish raw records")
+    p.add_argument("target", choices=["pumps"])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--simulate", type=int, metavar="N", help="simulate N pumps")
+    source.add_argument("--pack", help="replay a PRONOSTIA- or CWRU-layout .npz pack")
+    p.add_argument("--steps", type=int, default=None, help="chunks per pump (default: until Ctrl-C)")
+    p.add_argument("--chunk-s", type=float, default=1.0)
+    p.add_argument("--rate", type=float, default=0.0, help="records per second (0: as fast as possible)")
+    p.add_argument("--speed", type=float, default=0.0, help="pack replay speed-up over event time (0: as fast as possible)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--malformed-fraction", type=float, default=0.0, help="inject malformed copies of this fraction of chunks")
+    p.add_argument("--duplicate-fraction", type=float, default=0.0, help="re-send this fraction of chunks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("demo", help="broker + worker + simulated fleet, then a table per pump")
+    p.add_argument("--pumps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=150, help="1 s chunks per pump")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="wall-clock bound for the whole run")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", action="store_true", help="print the per-pump table as JSON")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except BrokerNotConfigured as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the stream stages (served at the worker's /metrics).
+
+Labels are bounded (stage, reason); never an asset id.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, Info
+
+RECORDS_IN = Counter("vigil_records_in_total", "Records consumed by a stage", ["stage"])
+RECORDS_OUT = Counter("vigil_records_out_total", "Records published by a stage", ["stage"])
+DEAD_LETTERS = Counter("vigil_deadletters_total", "Records rejected to a dead-letter topic", ["stage", "reason"])
+DUPLICATES = Counter("vigil_duplicates_total", "Records skipped because their (asset, seq) was already processed", ["stage"])
+STALE_EVENTS = Counter("vigil_stale_events_total", "Events from before a rebalance, left for Faust to deliver again", ["stage"])
+SEQ_GAPS = Counter("vigil_seq_gaps_total", "Sequence numbers skipped between consecutive records of an asset", ["stage"])
+FLAGGED = Counter("vigil_edge_flagged_total", "Windows the edge tier flagged", ["feature_set"])
+BATCH_SECONDS = Histogram(
+    "vigil_batch_seconds",
+    "Wall time a stage spends on one batch, publishing included",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+EVENT_LATENCY = Histogram(
+    "vigil_event_latency_seconds",
+    "Event time (end of the window or record) to publication of the stage's output",
+    ["stage"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+BUILD = Info("vigil_build", "vigil version and the active models")

@@ -1,0 +1,134 @@
+"""Stage pump.features -> pump.scores.edge: per-asset commissioning baseline, then Isolation Forest scores.
+
+The first ``baseline_windows`` windows of each (asset, stream) are its
+commissioning baseline; they are published as COMMISSIONING, unscored.
+Afterwards every window is scored; all windows of a batch that share a
+feature set are scored in one call.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from models.edge import Baseline, EdgeModel, deviations
+from streams.codec import AvroCodec, DecodeError
+from streams.stage import RawMessage, StageResult
+from streams.state import pack_state, unpack_state
+from streams.validation import Rejection
+
+SCHEMA = "vigil.pumps.FeatureWindow"
+
+
+def state_key(asset_id: str, stream: str) -> str:
+    return f"{asset_id}|{stream}"
+
+
+@dataclass
+class EdgeStreamState:
+    """Per (asset, stream): last scored seq, and the baseline (rows while commissioning)."""
+
+    last_seq: int = -1
+    feature_set: str = ""
+    rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    center: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    @property
+    def commissioned(self) -> bool:
+        return self.center is not None
+
+    def to_bytes(self) -> bytes:
+        arrays = {"rows": self.rows}
+        if self.center is not None and self.scale is not None:
+            arrays |= {"center": self.center, "scale": self.scale}
+        return pack_state({"last_seq": self.last_seq, "feature_set": self.feature_set}, arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "EdgeStreamState":
+        header, arrays = unpack_state(data)
+        return cls(rows=arrays["rows"], center=arrays.get("center"), scale=arrays.get("scale"), **header)
+
+
+class EdgeStage:
+    source_topic = "pump.features"
+
+    def __init__(self, codec: AvroCodec, model: EdgeModel, model_version: str) -> None:
+        self.codec = codec
+        self.model = model
+        self.model_version = model_version
+
+    def process(self, messages: Sequence[RawMessage], state: Mapping[str, EdgeStreamState]) -> StageResult[EdgeStreamState]:
+        result: StageResult[EdgeStreamState] = StageResult()
+        n_base = self.model.baseline_windows
+        # (output index, feature vector, baseline) per feature set, scored together after the loop
+        to_score: dict[str, list[tuple[int, np.ndarray, Baseline]]] = defaultdict(list)
+        for message in messages:
+            try:
+                record = self.codec.decode(message.value, SCHEMA)
+            except DecodeError as exc:
+                result.reject(message, Rejection(exc.reason, exc.detail))
+                continue
+            feature_set = self.model.for_feature_set(record["feature_set"])
+            if feature_set is None:
+                result.reject(
+                    message,
+                    Rejection(
+                        "unsupported_feature_set",
+                        f"edge model {self.model_version} scores {sorted(self.model.feature_sets)}, not {record['feature_set']}",
+                        record["asset_id"],
+                    ),
+                )
+                continue
+            key = state_key(record["asset_id"], record["stream"])
+            stream = result.pending_state(key, state) or EdgeStreamState(feature_set=record["feature_set"])
+            if not result.admit(record["seq"], stream.last_seq):
+                continue
+            x = np.array([record["features"].get(name, np.nan) for name in feature_set.feature_names], dtype=np.float64)
+            stream.last_seq = record["seq"]
+            result.update_state(key, stream, message.partition)
+            output = {
+                "asset_id": record["asset_id"],
+                "stream": record["stream"],
+                "seq": record["seq"],
+                "ts_ms": record["ts_ms"],
+                "state": "COMMISSIONING",
+                "score": None,
+                "flagged": False,
+                "threshold": feature_set.scorer.threshold_,
+                "model_version": self.model_version,
+                "baseline_windows": 0,
+                "feature_set": record["feature_set"],
+                "deviations": {},
+            }
+            if not stream.commissioned:
+                rows = stream.rows if stream.rows.size else np.zeros((0, len(x)))
+                stream.rows = np.vstack([rows, x[None, :]])
+                output["baseline_windows"] = len(stream.rows)
+                if len(stream.rows) >= n_base:
+                    baseline = feature_set.fit_baseline(stream.rows)
+                    stream.center, stream.scale = baseline.center, baseline.scale
+                    stream.rows = np.zeros((0, 0))
+            else:
+                output["state"] = "SCORED"
+                output["baseline_windows"] = n_base
+                to_score[record["feature_set"]].append((len(result.outputs), x, Baseline(stream.center, stream.scale)))
+            result.emit(output, float(record["ts_ms"]) + 1000.0 * record["duration_s"])
+
+        for name, items in to_score.items():
+            fs_model = self.model.feature_sets[name]
+            X = np.vstack([x for _, x, _ in items])
+            center = np.vstack([b.center for _, _, b in items])
+            scale = np.vstack([b.scale for _, _, b in items])
+            Z = deviations(X, center, scale, fs_model.log_mask)
+            scores = fs_model.score_many(Z)
+            threshold = fs_model.scorer.threshold_
+            result.flagged[name] = int(np.count_nonzero(scores >= threshold))
+            for (i, _, _), score, z in zip(items, scores.tolist(), Z):
+                out = result.outputs[i]
+                out["score"] = score
+                out["flagged"] = score >= threshold
+                out["deviations"] = dict(zip(fs_model.feature_names, np.round(z, 3).tolist()))
+        return result

@@ -1,0 +1,85 @@
+"""What every stage takes and returns: Kafka records in, output records, dead letters and state out.
+
+Stages never touch Kafka. The agent hands a batch of ``RawMessage`` and the
+current state; the stage returns everything to publish and the state to
+write back once the outputs are delivered (outputs first, so a crash can
+only cause a replay, never a record that state says was done but was not
+published).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generic, Mapping, TypeVar
+
+from streams.validation import Rejection
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class StageResult(Generic[S]):
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    # Event time (ms) each output describes up to, for the event-to-output latency metric.
+    event_end_ms: list[float] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0
+    # Sequence numbers skipped between consecutive records of an asset: records that never
+    # arrived (lost upstream, or delivered out of order). A data-quality signal, never silent.
+    seq_gaps: int = 0
+    state_updates: dict[str, S] = field(default_factory=dict)
+    # The input partition each state key lives on: its changelog goes to the same partition
+    # number, so whichever worker owns the input partition recovers that state.
+    state_partitions: dict[str, int] = field(default_factory=dict)
+    # Windows flagged by a scoring stage, per feature set.
+    flagged: dict[str, int] = field(default_factory=dict)
+
+    def admit(self, seq: int, last_seq: int) -> bool:
+        """False for a duplicate (seq already processed: skip it, it is counted); counts gaps."""
+        if seq <= last_seq:
+            self.duplicates += 1
+            return False
+        if last_seq >= 0 and seq > last_seq + 1:
+            self.seq_gaps += seq - last_seq - 1
+        return True
+
+    def reject(self, message: RawMessage, rejection: Rejection) -> None:
+        self.dead_letters.append(dead_letter(message, rejection))
+
+    def emit(self, record: dict[str, Any], event_end_ms: float) -> int:
+        self.outputs.append(record)
+        self.event_end_ms.append(event_end_ms)
+        return len(self.outputs) - 1
+
+    def pending_state(self, key: str, state: Mapping[str, S]) -> S | None:
+        """The state of ``key`` as this batch has left it so far, else as stored."""
+        found = self.state_updates.get(key)
+        return found if found is not None else state.get(key)
+
+    def update_state(self, key: str, value: S, partition: int) -> None:
+        self.state_updates[key] = value
+        self.state_partitions[key] = partition
+
+
+def dead_letter(message: RawMessage, rejection: Rejection) -> dict[str, Any]:
+    """A DeadLetter record (schemas/common/DeadLetter.v1.avsc) for a rejected message."""
+    return {
+        "source_topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "key": message.key,
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "original": message.value if message.value is not None else b"",
+        "asset_id": rejection.asset_id,
+        "ts_ms": int(time.time() * 1000),
+    }

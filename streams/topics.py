@@ -1,0 +1,75 @@
+"""Topic names, the Avro schema each carries, and their creation with configs.
+
+Keys are the asset id everywhere, so all of one asset's records land on one
+partition, in order. Topic names are fixed by the design brief;
+``VIGIL_TOPIC_PREFIX`` prepends a namespace (tenants, tests).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PUMP_VIBRATION_RAW = "pump.vibration.raw"
+PUMP_PROCESS_RAW = "pump.process.raw"
+PUMP_FEATURES = "pump.features"
+PUMP_SCORES_EDGE = "pump.scores.edge"
+PUMP_DEADLETTER = "pump.deadletter"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    schema: str  # full Avro name of the value
+    doc: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+PUMP_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(PUMP_VIBRATION_RAW, "vigil.pumps.VibrationChunk", "waveform chunks from pump accelerometers"),
+    TopicSpec(PUMP_PROCESS_RAW, "vigil.pumps.ProcessSample", "process sensor readings"),
+    TopicSpec(PUMP_FEATURES, "vigil.pumps.FeatureWindow", "feature vectors per window"),
+    TopicSpec(PUMP_SCORES_EDGE, "vigil.pumps.EdgeScore", "edge-tier Isolation Forest verdicts"),
+    TopicSpec(PUMP_DEADLETTER, "vigil.common.DeadLetter", "rejected pump records, with reason and original bytes"),
+)
+
+SCHEMA_OF_TOPIC = {spec.name: spec.schema for spec in PUMP_TOPICS}
+
+
+def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
+    return {"cleanup.policy": "delete", "retention.ms": str(settings.retention_ms), **spec.config}
+
+
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = PUMP_TOPICS, timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet (partitions and configs from settings); returns those created.
+
+    Existing topics are left as they are: changing partition counts of a live
+    topic moves keys between partitions and is an operator's decision.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(settings.confluent_config())
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [
+        NewTopic(settings.topic(spec.name), settings.partitions, settings.replication, config=topic_configs(spec, settings))
+        for spec in specs
+        if settings.topic(spec.name) not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # another worker won the race
+            raise
+    logger.info("created topics", extra={"topics": created})
+    return created

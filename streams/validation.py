@@ -1,0 +1,148 @@
+"""Validation of raw pump records: what is rejected, and the reason code it carries.
+
+Every rejected record goes to a dead-letter topic with one of ``REASONS``;
+nothing is dropped silently. Checks here are stateless; the stages add the
+ones that need per-asset state (duplicates, timestamps going backwards).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from models.features import PROCESS_INPUTS
+
+REASONS = (
+    "undecodable",  # not Confluent-framed Avro, corrupt body, samples not float32-aligned
+    "unknown_schema_id",  # framing fine, id unknown to the manifest / registry
+    "schema_mismatch",  # a known schema, but not one this topic carries
+    "key_mismatch",  # Kafka key differs from asset_id: per-asset ordering would break
+    "non_finite",  # NaN or inf in a sample or field
+    "empty",  # no samples, no asset id, or no process variable at all
+    "oversized",  # more samples than the configured maximum
+    "non_positive_fs",  # sampling rate <= 0
+    "timestamp_backwards",  # starts before the asset's previous record on that channel ended
+    "out_of_range",  # outside the physical range of the sensor
+    "unsupported_feature_set",  # a feature window the active edge model has no scorer for
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str
+    asset_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"unknown reason code {self.reason!r}")
+
+
+@dataclass(frozen=True)
+class VibrationLimits:
+    # 240,000 float32 samples (960 KB) keep a chunk under Kafka's default 1 MB message limit.
+    max_samples: int = 240_000
+    max_fs_hz: float = 1_000_000.0
+    max_rpm: float = 100_000.0
+
+
+@dataclass(frozen=True)
+class ProcessLimits:
+    """Physical ranges of process variables, (low, high) inclusive."""
+
+    ranges: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: {
+            "pressure_bar": (-1.0, 1000.0),
+            "flow_l_min": (-1.0, 1_000_000.0),
+            "current_a": (0.0, 10_000.0),
+            "voltage_v": (0.0, 100_000.0),
+            "motor_temp_c": (-60.0, 400.0),
+            "fluid_temp_c": (-60.0, 400.0),
+            "vibration1_rms_g": (0.0, 500.0),
+            "vibration2_rms_g": (0.0, 500.0),
+        }
+    )
+
+
+def check_identity(record: Mapping[str, Any], key: bytes | None) -> Rejection | None:
+    asset_id = record["asset_id"]
+    if not asset_id:
+        return Rejection("empty", "asset_id is empty")
+    if key is not None and key != asset_id.encode():
+        return Rejection("key_mismatch", f"Kafka key {key[:64]!r} is not the asset id", asset_id)
+    if record["seq"] < 0:
+        return Rejection("out_of_range", f"seq {record['seq']} is negative", asset_id)
+    if record["ts_ms"] < 0:
+        return Rejection("out_of_range", f"ts_ms {record['ts_ms']} is before 1970", asset_id)
+    return None
+
+
+def samples_from_bytes(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def check_vibration(
+    record: Mapping[str, Any], key: bytes | None, max_abs_g: float, limits: VibrationLimits
+) -> tuple[Rejection | None, np.ndarray | None]:
+    """Stateless checks of a decoded VibrationChunk; returns (rejection, samples)."""
+    found = check_identity(record, key)
+    if found:
+        return found, None
+    asset_id = record["asset_id"]
+    fs_hz = record["fs_hz"]
+    if not math.isfinite(fs_hz):
+        return Rejection("non_finite", f"fs_hz is {fs_hz}", asset_id), None
+    if fs_hz <= 0:
+        return Rejection("non_positive_fs", f"fs_hz is {fs_hz}", asset_id), None
+    if fs_hz > limits.max_fs_hz:
+        return Rejection("out_of_range", f"fs_hz {fs_hz} above {limits.max_fs_hz}", asset_id), None
+    rpm = record.get("rpm")
+    if rpm is not None:
+        if not math.isfinite(rpm):
+            return Rejection("non_finite", f"rpm is {rpm}", asset_id), None
+        if not 0 <= rpm <= limits.max_rpm:
+            return Rejection("out_of_range", f"rpm {rpm} outside [0, {limits.max_rpm}]", asset_id), None
+    raw = record["samples"]
+    if len(raw) % 4:
+        return Rejection("undecodable", f"samples hold {len(raw)} bytes, not a whole number of float32", asset_id), None
+    n = len(raw) // 4
+    if n == 0:
+        return Rejection("empty", "chunk has no samples", asset_id), None
+    if n > limits.max_samples:
+        return Rejection("oversized", f"{n} samples, more than the limit of {limits.max_samples}", asset_id), None
+    samples = samples_from_bytes(raw)
+    peak = float(np.max(np.abs(samples)))
+    if not math.isfinite(peak):
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        return Rejection("non_finite", f"{bad} of {n} samples are NaN or inf", asset_id), None
+    if peak > max_abs_g:
+        return Rejection("out_of_range", f"|acceleration| reaches {peak:.4g} g, above {max_abs_g} g", asset_id), None
+    return None, samples
+
+
+def check_process(
+    record: Mapping[str, Any], key: bytes | None, limits: ProcessLimits
+) -> tuple[Rejection | None, np.ndarray | None]:
+    """Stateless checks of a decoded ProcessSample; returns (rejection, values in PROCESS_INPUTS order, NaN = missing)."""
+    found = check_identity(record, key)
+    if found:
+        return found, None
+    asset_id = record["asset_id"]
+    values = np.full(len(PROCESS_INPUTS), np.nan)
+    present = 0
+    for i, name in enumerate(PROCESS_INPUTS):
+        value = record.get(name)
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            return Rejection("non_finite", f"{name} is {value}", asset_id), None
+        lo, hi = limits.ranges[name]
+        if not lo <= value <= hi:
+            return Rejection("out_of_range", f"{name} {value} outside [{lo}, {hi}]", asset_id), None
+        values[i] = value
+        present += 1
+    if present == 0:
+        return Rejection("empty", "no process variable is present", asset_id), None
+    return None, values

@@ -1,0 +1,42 @@
+"""PRONOSTIA run-to-failure data replayed through the same stages the workers run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.packs import iter_pronostia, pack_assets, pack_kind
+from streams.offline import OfflinePumpPipeline
+
+pytestmark = pytest.mark.dataset
+
+
+@pytest.fixture(scope="module")
+def bearing1_1_scores(pronostia_pack, default_edge_model):
+    pipeline = OfflinePumpPipeline(assets=pack_assets("pronostia"), edge=default_edge_model)
+    chunks = ((("vibration", c.asset_id, c.as_record())) for c in iter_pronostia(pronostia_pack, ["Bearing1_1"]))
+    return pipeline.feed_batched(chunks)
+
+
+def test_the_pack_is_recognised(pronostia_pack):
+    assert pack_kind(pronostia_pack) == "pronostia"
+
+
+def test_every_snapshot_is_one_window_and_nothing_is_rejected(bearing1_1_scores):
+    out = bearing1_1_scores
+    assert out.dead_letters == [] and out.duplicates == 0
+    per_channel = {ch: [f for f in out.features if f["stream"] == f"vibration/{ch}"] for ch in "hv"}
+    assert {ch: len(f) for ch, f in per_channel.items()} == {"h": 2803, "v": 2803}
+    assert all(f["duration_s"] == pytest.approx(0.1) and f["fs_hz"] == 25_600.0 for f in per_channel["h"])
+
+
+@pytest.mark.parametrize("channel", ["h", "v"])
+def test_edge_score_rises_towards_the_end_of_life(bearing1_1_scores, channel):
+    scored = sorted((s["seq"], s["score"]) for s in bearing1_1_scores.scores if s["stream"] == f"vibration/{channel}" and s["state"] == "SCORED")
+    seq = np.array([q for q, _ in scored])
+    score = np.array([v for _, v in scored])
+    life = 2803
+    first_30 = score[seq < 0.3 * life].mean()
+    last_10 = score[seq >= 0.9 * life].mean()
+    assert last_10 > first_30 + 0.05, (first_30, last_10)
+    flagged = np.array([s["flagged"] for s in bearing1_1_scores.scores if s["stream"] == f"vibration/{channel}" and s["state"] == "SCORED"])
+    assert flagged[seq >= 0.9 * life].mean() > 0.8 > 0.2 > flagged[seq < 0.3 * life].mean()
