@@ -16,32 +16,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
 
 def scrape(port: int) -> dict[str, float]:
+    from streams.metrics import scrape_metrics
+
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
+        return scrape_metrics(f"http://127.0.0.1:{port}/metrics", timeout_s=2)
     except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+        return {}  # not listening yet
 
 
 def run(settings, n_workers: int, expected_scores: int, log_dir: Path) -> dict[str, float]:
     from streams.broker import free_port
 
-    env = {**os.environ, "VIGIL_BROKER": settings.bootstrap_servers, "VIGIL_APP_ID": settings.app_id,
-           "VIGIL_TOPIC_PREFIX": settings.topic_prefix, "VIGIL_PARTITIONS": str(settings.partitions),
-           "VIGIL_MODELS": str(settings.models_dir), "VIGIL_SESSION_TIMEOUT_S": "10", "VIGIL_HEARTBEAT_INTERVAL_S": "1"}
+    env = {**os.environ, **replace(settings, session_timeout_s=10.0, heartbeat_interval_s=1.0).to_env()}
     ports = [free_port() for _ in range(n_workers)]
     procs = [subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(p), "--loglevel", "warning"],
                               env=env, stdout=open(log_dir / f"worker-{n_workers}-{i}.log", "wb"), stderr=subprocess.STDOUT)

@@ -7,6 +7,7 @@ import time
 from typing import Any, Callable, Protocol, Sequence
 
 from streams import metrics
+from streams.delivery import OffsetContinuity
 from streams.stage import RawMessage, StageResult
 from streams.tables import TableState
 
@@ -45,6 +46,7 @@ def register_stage_agent(
     from faust.serializers import codecs
 
     state = TableState(table, decode_state)
+    continuity = OffsetContinuity()
     sink_name, dead_letter_name = sink.get_topic_name(), dead_letters.get_topic_name()
     sink_codec, dead_letter_codec = sink.value_serializer, dead_letters.value_serializer
 
@@ -52,18 +54,28 @@ def register_stage_agent(
         async for events in stream.take_events(batch_size, within=batch_within_s):
             started = time.perf_counter()
             generation = app.consumer_generation_id
-            # Events buffered before a rebalance belong to an old generation: Faust seeks back to the
-            # committed offsets and delivers them again, in order, so processing them now would put
-            # later records ahead of earlier ones (faust-streaming issue #221).
-            stale = [e for e in events if e.message.generation_id != generation]
-            if stale:
-                metrics.STALE_EVENTS.labels(name).inc(len(stale))
-                logger.warning("skipping events fetched before a rebalance", extra={"stage": name, "events": len(stale)})
-            messages = [
-                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
-                for e in events
-                if e.message.generation_id == generation
-            ]
+            committed = getattr(app.consumer, "_committed_offset", {})  # Faust internal: TP -> committed offset
+            messages, reseek, stale = [], set(), 0
+            for e in events:
+                m = e.message
+                # Events buffered before a rebalance belong to an old generation: Faust seeks back to
+                # the committed offsets and delivers them again (faust-streaming issue 221).
+                if m.generation_id != generation:
+                    stale += 1
+                    continue
+                decision = continuity.admit(generation, m.tp, m.offset, committed.get(m.tp))
+                if decision == "reseek":
+                    reseek.add(m.tp)
+                elif decision == "process":
+                    messages.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value))
+            for tp in reseek:
+                offset = continuity.next_offset(tp)
+                logger.warning("records skipped by the consumer; seeking back", extra={"stage": name, "partition": str(tp), "offset": offset})
+                await app.consumer.seek(tp, offset)
+            metrics.STALE_EVENTS.labels(name).inc(stale)
+            metrics.RESEEKS.labels(name).inc(len(reseek))
+            if not messages:
+                continue
             result = stage.process(messages, state)
             producer = app.producer
             pending = []

@@ -127,15 +127,7 @@ class OutputWatcher:
 def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     from streams.broker import free_port
 
-    env = {
-        **os.environ,
-        "VIGIL_BROKER": ",".join(settings.require_broker()),
-        "VIGIL_APP_ID": settings.app_id,
-        "VIGIL_TOPIC_PREFIX": settings.topic_prefix,
-        "VIGIL_MODELS": str(settings.models_dir.resolve()),
-        "VIGIL_PARTITIONS": str(settings.partitions),
-        "VIGIL_RETENTION_MS": str(settings.retention_ms),
-    }
+    env = {**os.environ, **settings.to_env()}
     log = open(log_path, "ab")
     try:
         return subprocess.Popen(

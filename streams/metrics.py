@@ -12,6 +12,7 @@ DEAD_LETTERS = Counter("vigil_deadletters_total", "Records rejected to a dead-le
 DUPLICATES = Counter("vigil_duplicates_total", "Records skipped because their (asset, seq) was already processed", ["stage"])
 STALE_EVENTS = Counter("vigil_stale_events_total", "Events from before a rebalance, left for Faust to deliver again", ["stage"])
 SEQ_GAPS = Counter("vigil_seq_gaps_total", "Sequence numbers skipped between consecutive records of an asset", ["stage"])
+RESEEKS = Counter("vigil_offset_reseeks_total", "Times a stage saw a partition's offsets jump and sought back", ["stage"])
 FLAGGED = Counter("vigil_edge_flagged_total", "Windows the edge tier flagged", ["feature_set"])
 BATCH_SECONDS = Histogram(
     "vigil_batch_seconds",
@@ -26,3 +27,21 @@ EVENT_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
 BUILD = Info("vigil_build", "vigil version and the active models")
+
+
+def parse_samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> {'name{labels}': value}."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def scrape_metrics(url: str, timeout_s: float = 5.0) -> dict[str, float]:
+    """Samples from a worker's /metrics (raises OSError when it does not answer)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return parse_samples(response.read().decode())

@@ -16,7 +16,7 @@ VIGIL_KAFKA_SSL_KEYFILE         client key (mutual TLS)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -53,24 +53,24 @@ def parse_broker_url(url: str) -> list[str]:
     return hosts
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+SECURITY_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+# Settings whose variable is not VIGIL_<FIELD NAME>.
+_ENV_NAMES = {"schema_registry": "VIGIL_SCHEMA_REGISTRY", "models_dir": "VIGIL_MODELS", "assets_file": "VIGIL_ASSETS", "replication": "VIGIL_REPLICATION"}
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
+def _env_name(field_name: str) -> str:
+    return _ENV_NAMES.get(field_name, f"VIGIL_{field_name.upper()}")
+
+
+def _security_env(key: str) -> str:
+    return f"VIGIL_KAFKA_{key.upper()}"
+
+
+def _parse(field_name: str, kind: type, raw: str) -> Any:
     try:
-        return float(raw)
+        return kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        raise ValueError(f"{_env_name(field_name)} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -104,38 +104,33 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in ("broker_hosts", "security"):
+                continue
+            raw = env.get(_env_name(f.name))
+            if raw in (None, ""):
+                continue
+            values[f.name] = _parse(f.name, _FIELD_TYPES[f.name], raw)
         broker = env.get(ENV_BROKER)
-        security = {
-            key: env[f"VIGIL_KAFKA_{key.upper()}"]
-            for key in ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
-            if env.get(f"VIGIL_KAFKA_{key.upper()}")
-        }
         settings = cls(
             broker_hosts=tuple(parse_broker_url(broker)) if broker else None,
-            app_id=env.get("VIGIL_APP_ID", "vigil"),
-            topic_prefix=env.get("VIGIL_TOPIC_PREFIX", ""),
-            partitions=_int(env, "VIGIL_PARTITIONS", 8),
-            replication=_int(env, "VIGIL_REPLICATION", 1),
-            retention_ms=_int(env, "VIGIL_RETENTION_MS", 7 * 24 * 3600 * 1000),
-            schema_registry=env.get("VIGIL_SCHEMA_REGISTRY") or None,
-            models_dir=Path(env.get("VIGIL_MODELS", ".vigil/models")),
-            assets_file=Path(env["VIGIL_ASSETS"]) if env.get("VIGIL_ASSETS") else None,
-            baseline_windows=_int(env, "VIGIL_BASELINE_WINDOWS", 30),
-            max_chunk_samples=_int(env, "VIGIL_MAX_CHUNK_SAMPLES", 240_000),
-            batch_size=_int(env, "VIGIL_BATCH_SIZE", 256),
-            batch_within_s=_float(env, "VIGIL_BATCH_WITHIN_S", 0.05),
-            fetch_max_wait_ms=_int(env, "VIGIL_FETCH_MAX_WAIT_MS", 100),
-            session_timeout_s=_float(env, "VIGIL_SESSION_TIMEOUT_S", 30.0),
-            heartbeat_interval_s=_float(env, "VIGIL_HEARTBEAT_INTERVAL_S", 3.0),
-            commit_interval_s=_float(env, "VIGIL_COMMIT_INTERVAL_S", 1.0),
-            producer_linger_ms=_float(env, "VIGIL_PRODUCER_LINGER_MS", 5.0),
-            producer_max_batch_bytes=_int(env, "VIGIL_PRODUCER_MAX_BATCH_BYTES", 262_144),
-            web_port=_int(env, "VIGIL_WEB_PORT", 6066),
-            web_host=env.get("VIGIL_WEB_HOST", "127.0.0.1"),
-            security=security,
+            security={key: env[_security_env(key)] for key in SECURITY_KEYS if env.get(_security_env(key))},
+            **values,
         )
         settings.validate()
         return settings
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` give these settings (for worker subprocesses)."""
+        env = {ENV_BROKER: ",".join(self.broker_hosts)} if self.broker_hosts else {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("broker_hosts", "security") or value is None:
+                continue
+            env[_env_name(f.name)] = str(value.resolve() if isinstance(value, Path) else value)
+        env.update({_security_env(key): value for key, value in self.security.items()})
+        return env
 
     def validate(self) -> None:
         if self.partitions < 1:
@@ -210,3 +205,14 @@ class Settings:
             mechanism=mechanism,
         )
         return credentials, ssl_context
+
+
+# How each setting is read from its variable.
+_FIELD_TYPES: dict[str, Any] = {
+    "app_id": str, "topic_prefix": str, "schema_registry": str, "web_host": str,
+    "models_dir": Path, "assets_file": Path,
+    "partitions": int, "replication": int, "retention_ms": int, "baseline_windows": int, "max_chunk_samples": int,
+    "batch_size": int, "fetch_max_wait_ms": int, "producer_max_batch_bytes": int, "web_port": int,
+    "batch_within_s": float, "session_timeout_s": float, "heartbeat_interval_s": float, "commit_interval_s": float,
+    "producer_linger_ms": float,
+}

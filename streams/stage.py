@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, Mapping, TypeVar
 
+from streams.codec import AvroCodec, DecodeError
 from streams.validation import Rejection
 
 S = TypeVar("S")
@@ -51,6 +52,14 @@ class StageResult(Generic[S]):
         if last_seq >= 0 and seq > last_seq + 1:
             self.seq_gaps += seq - last_seq - 1
         return True
+
+    def decode(self, codec: AvroCodec, message: RawMessage, schema: str) -> dict[str, Any] | None:
+        """The message's record, or None after dead-lettering it with the decode error's reason."""
+        try:
+            return codec.decode(message.value, schema)
+        except DecodeError as exc:
+            self.reject(message, Rejection(exc.reason, exc.detail))
+            return None
 
     def reject(self, message: RawMessage, rejection: Rejection) -> None:
         self.dead_letters.append(dead_letter(message, rejection))

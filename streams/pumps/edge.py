@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from models.edge import Baseline, EdgeModel, deviations
-from streams.codec import AvroCodec, DecodeError
+from streams.codec import AvroCodec
 from streams.stage import RawMessage, StageResult
 from streams.state import pack_state, unpack_state
 from streams.validation import Rejection
@@ -66,10 +66,8 @@ class EdgeStage:
         # (output index, feature vector, baseline) per feature set, scored together after the loop
         to_score: dict[str, list[tuple[int, np.ndarray, Baseline]]] = defaultdict(list)
         for message in messages:
-            try:
-                record = self.codec.decode(message.value, SCHEMA)
-            except DecodeError as exc:
-                result.reject(message, Rejection(exc.reason, exc.detail))
+            record = result.decode(self.codec, message, SCHEMA)
+            if record is None:
                 continue
             feature_set = self.model.for_feature_set(record["feature_set"])
             if feature_set is None:

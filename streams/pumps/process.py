@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from models.features import PROCESS_FEATURE_SET, PROCESS_FEATURES, extract_process_features
-from streams.codec import AvroCodec, DecodeError
+from streams.codec import AvroCodec
 from streams.stage import RawMessage, StageResult
 from streams.state import pack_state, unpack_state
 from streams.validation import ProcessLimits, Rejection, check_process
@@ -44,10 +44,8 @@ class ProcessStage:
         result: StageResult[ProcessAssetState] = StageResult()
         accepted: list[tuple[dict[str, Any], int, np.ndarray]] = []
         for message in messages:
-            try:
-                record = self.codec.decode(message.value, SCHEMA)
-            except DecodeError as exc:
-                result.reject(message, Rejection(exc.reason, exc.detail))
+            record = result.decode(self.codec, message, SCHEMA)
+            if record is None:
                 continue
             rejection, values = check_process(record, message.key, self.limits)
             if rejection is not None:

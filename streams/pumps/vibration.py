@@ -11,7 +11,7 @@ import numpy as np
 from models.assets import AssetCatalog, AssetConfig
 from models.features import VIBRATION_FEATURE_SET, VIBRATION_FEATURES, extract_window_features
 from models.windowing import ChannelBuffer, Window, append_chunk, gap_tolerance_ms
-from streams.codec import AvroCodec, DecodeError
+from streams.codec import AvroCodec
 from streams.stage import RawMessage, StageResult
 from streams.state import pack_state, unpack_state
 from streams.validation import Rejection, VibrationLimits, check_vibration
@@ -73,10 +73,8 @@ class VibrationStage:
         result: StageResult[VibrationAssetState] = StageResult()
         windows: list[tuple[str, str, Window, AssetConfig]] = []
         for message in messages:
-            try:
-                record = self.codec.decode(message.value, SCHEMA)
-            except DecodeError as exc:
-                result.reject(message, Rejection(exc.reason, exc.detail))
+            record = result.decode(self.codec, message, SCHEMA)
+            if record is None:
                 continue
             config = self.assets.for_asset(record["asset_id"])
             rejection, samples = check_vibration(record, message.key, config.max_abs_g, self.limits)

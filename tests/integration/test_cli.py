@@ -11,7 +11,7 @@ import pytest
 from models.registry import ModelRegistry
 from streams.codec import AvroCodec
 from streams.topics import PUMP_PROCESS_RAW, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC
-from tests.fixtures.broker import consume_all, settings_env
+from tests.fixtures.broker import consume_all
 
 
 def vigil(*args: str, env: dict[str, str] | None = None, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,7 @@ def test_train_edge_simulate_writes_an_active_verified_model(tmp_path):
 
 @pytest.mark.broker
 def test_produce_simulate_publishes_what_it_says(broker_settings):
-    env = settings_env(broker_settings)
+    env = broker_settings.to_env()
     out = vigil("produce", "pumps", "--simulate", "3", "--steps", "5", "--seed", "4", "--json", env=env)
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
@@ -46,7 +46,7 @@ def test_produce_simulate_publishes_what_it_says(broker_settings):
 
 @pytest.mark.broker
 def test_produce_pack_replays_a_pack(broker_settings, cwru_pack):
-    out = vigil("produce", "pumps", "--pack", str(cwru_pack), "--json", env=settings_env(broker_settings), timeout_s=600)
+    out = vigil("produce", "pumps", "--pack", str(cwru_pack), "--json", env=broker_settings.to_env(), timeout_s=600)
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
     assert len(stats["assets"]) == 61 and stats["delivered"] == stats["records"] > 600

@@ -51,3 +51,9 @@ def test_bad_values_are_refused_with_the_variable_name():
 
 def test_topic_prefix():
     assert Settings.from_env({"VIGIL_TOPIC_PREFIX": "t1."}).topic("pump.features") == "t1.pump.features"
+
+
+def test_to_env_round_trips():
+    settings = Settings.from_env({"VIGIL_BROKER": "kafka://a:1", "VIGIL_PARTITIONS": "3", "VIGIL_MODELS": "/srv/models",
+                                  "VIGIL_KAFKA_SECURITY_PROTOCOL": "SSL", "VIGIL_BATCH_WITHIN_S": "0.2"})
+    assert Settings.from_env(settings.to_env()) == settings

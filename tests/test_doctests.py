@@ -3,7 +3,7 @@ import importlib
 
 import pytest
 
-MODULES = ["models.features", "models.edge"]
+MODULES = ["models.features", "models.edge", "streams.delivery"]
 
 
 @pytest.mark.parametrize("name", MODULES)
