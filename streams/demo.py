@@ -86,7 +86,7 @@ class OutputWatcher:
         consumer = Consumer(
             self.settings.confluent_config(
                 **{"group.id": f"{self.settings.app_id}-demo-watcher", "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                   "fetch.wait.max.ms": 100}
+                   "fetch.wait.max.ms": 100, "log.connection.close": False}
             )
         )
         edge_topic, dead_topic = self.settings.topic(PUMP_SCORES_EDGE), self.settings.topic(PUMP_DEADLETTER)

@@ -17,9 +17,8 @@ from streams.pumps.edge import EdgeStage
 from streams.pumps.process import ProcessStage
 from streams.pumps.vibration import VibrationStage
 from streams.stage import RawMessage
-from streams.topics import PUMP_FEATURES, PUMP_PROCESS_RAW, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC
+from streams.topics import PUMP_FEATURES, RAW_TOPIC_OF_KIND, SCHEMA_OF_TOPIC
 
-TOPIC_OF_KIND = {"vibration": PUMP_VIBRATION_RAW, "process": PUMP_PROCESS_RAW}
 
 
 @dataclass
@@ -67,7 +66,7 @@ class OfflinePumpPipeline:
     def feed(self, records: Iterable[tuple[str, str, dict[str, Any]]]) -> OfflineOutput:
         batches: dict[str, list[RawMessage]] = {"vibration": [], "process": []}
         for kind, key, value in records:
-            topic = TOPIC_OF_KIND[kind]
+            topic = RAW_TOPIC_OF_KIND[kind]
             batches[kind].append(self._message(topic, key, self.codec.encode(topic, SCHEMA_OF_TOPIC[topic], value)))
         out = OfflineOutput()
         for kind, stage in (("vibration", self.vibration), ("process", self.process)):

@@ -7,11 +7,10 @@ from typing import Any
 
 from streams.codec import AvroCodec
 from streams.settings import Settings
-from streams.topics import PUMP_PROCESS_RAW, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC
+from streams.topics import RAW_TOPIC_OF_KIND, SCHEMA_OF_TOPIC
 
 logger = logging.getLogger(__name__)
 
-TOPIC_OF_KIND = {"vibration": PUMP_VIBRATION_RAW, "process": PUMP_PROCESS_RAW}
 
 
 class DeliveryFailed(RuntimeError):
@@ -28,7 +27,9 @@ class RecordProducer:
         self.codec = codec
         self.producer = Producer(
             settings.confluent_config(
-                **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "none", **config}
+                **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "none",
+                   # a broker closing idle connections is routine, not worth a log line
+                   "log.connection.close": False, **config}
             )
         )
         self.delivered = 0
@@ -51,7 +52,7 @@ class RecordProducer:
         self.producer.poll(0)
 
     def send(self, kind: str, key: str, value: dict[str, Any]) -> None:
-        topic = TOPIC_OF_KIND[kind]
+        topic = RAW_TOPIC_OF_KIND[kind]
         self.send_raw(topic, key.encode(), self.codec.encode(self.settings.topic(topic), SCHEMA_OF_TOPIC[topic], value))
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -108,7 +109,7 @@ def publish_simulation(
         if should_stop is not None and should_stop():
             break
         for record in simulator.step():
-            topic = TOPIC_OF_KIND[record.kind]
+            topic = RAW_TOPIC_OF_KIND[record.kind]
             if record.kind == "vibration" and malformed_fraction > 0 and rng.random() < malformed_fraction:
                 choices = reasons if record.key in seen_channel else [r for r in reasons if r != "timestamp_backwards"]
                 reason = str(rng.choice(choices))

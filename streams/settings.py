@@ -88,8 +88,8 @@ class Settings:
     max_chunk_samples: int = 240_000
     batch_size: int = 256
     batch_within_s: float = 0.05
-    # Faust hard-codes a 1.5 s fetch long-poll; measured here, an agent slower
-    # than its fetches then idles ~1.4 s per ~900 events. 100 ms fixed it.
+    # Faust hard-codes a 1.5 s fetch long-poll; the design brief measured an agent slower
+    # than its fetches idling ~1.4 s per ~900 events with it, and 100 ms fixing that.
     fetch_max_wait_ms: int = 100
     # Group membership: production Kafka defaults are gentle; tests shorten them.
     session_timeout_s: float = 30.0

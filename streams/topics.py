@@ -38,6 +38,8 @@ PUMP_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 SCHEMA_OF_TOPIC = {spec.name: spec.schema for spec in PUMP_TOPICS}
+# Raw record kinds (as the simulator and pack readers name them) and their input topics.
+RAW_TOPIC_OF_KIND = {"vibration": PUMP_VIBRATION_RAW, "process": PUMP_PROCESS_RAW}
 
 
 def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
