@@ -8,7 +8,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from streams import metrics
 from streams.delivery import OffsetContinuity
-from streams.stage import RawMessage, StageResult
+from streams.stage import RawMessage, StageResult, process_isolating_errors
 from streams.tables import TableState
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,27 @@ def register_stage_agent(
     sink_name, dead_letter_name = sink.get_topic_name(), dead_letters.get_topic_name()
     sink_codec, dead_letter_codec = sink.value_serializer, dead_letters.value_serializer
 
+    def log_processing_error(message: RawMessage, exc: Exception) -> None:
+        logger.error("stage raised on a record; dead-lettered", exc_info=exc,
+                     extra={"stage": name, "partition": message.partition, "offset": message.offset})
+
+    async def publish_until_delivered(outgoing: list[tuple[str, bytes | None, bytes]]) -> None:
+        """Send and await delivery, retrying while the broker refuses. The batch's events are
+        acknowledged only after this returns, so a failing broker stalls the stage instead of
+        letting Faust commit records whose outputs were never written."""
+        delay_s = 0.1
+        while True:
+            try:
+                pending = [await app.producer.send(topic, key, value, None, None, None) for topic, key, value in outgoing]
+                if pending:
+                    await asyncio.gather(*pending)
+                return
+            except Exception as exc:  # aiokafka raises many types; all of them mean "not delivered"
+                metrics.PUBLISH_RETRIES.labels(name).inc()
+                logger.error("publishing failed; retrying", extra={"stage": name, "records": len(outgoing), "error": repr(exc), "retry_in_s": delay_s})
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+
     async def run_stage(stream: Any) -> None:
         async for events in stream.take_events(batch_size, within=batch_within_s):
             started = time.perf_counter()
@@ -76,17 +97,10 @@ def register_stage_agent(
             metrics.RESEEKS.labels(name).inc(len(reseek))
             if not messages:
                 continue
-            result = stage.process(messages, state)
-            producer = app.producer
-            pending = []
-            for record in result.outputs:
-                value = codecs.dumps(sink_codec, record)
-                pending.append(await producer.send(sink_name, record["asset_id"].encode(), value, None, None, None))
-            for letter in result.dead_letters:
-                value = codecs.dumps(dead_letter_codec, letter)
-                pending.append(await producer.send(dead_letter_name, letter["key"], value, None, None, None))
-            if pending:
-                await asyncio.gather(*pending)
+            result = process_isolating_errors(stage.process, messages, state, on_error=log_processing_error)
+            outgoing = [(sink_name, r["asset_id"].encode(), codecs.dumps(sink_codec, r)) for r in result.outputs]
+            outgoing += [(dead_letter_name, d["key"], codecs.dumps(dead_letter_codec, d)) for d in result.dead_letters]
+            await publish_until_delivered(outgoing)
             state.write(result.state_updates, result.state_partitions)
             now_ms = time.time() * 1000.0
             metrics.RECORDS_IN.labels(name).inc(len(messages))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 from streams.codec import AvroCodec, DecodeError
 from streams.validation import Rejection
@@ -92,3 +92,56 @@ def dead_letter(message: RawMessage, rejection: Rejection) -> dict[str, Any]:
         "asset_id": rejection.asset_id,
         "ts_ms": int(time.time() * 1000),
     }
+
+
+class _Overlay(Mapping[str, S]):
+    """Reads updates made so far first, then the stored state."""
+
+    def __init__(self, updates: Mapping[str, S], state: Mapping[str, S]) -> None:
+        self.updates, self.state = updates, state
+
+    def __getitem__(self, key: str) -> S:
+        return self.updates[key] if key in self.updates else self.state[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.updates[key] if key in self.updates else self.state.get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(set(self.updates) | set(self.state))
+
+    def __len__(self) -> int:
+        return len(set(self.updates) | set(self.state))
+
+
+def process_isolating_errors(
+    process: Callable[[Sequence[RawMessage], Mapping[str, S]], StageResult[S]],
+    messages: Sequence[RawMessage],
+    state: Mapping[str, S],
+    on_error: Callable[[RawMessage, Exception], None] | None = None,
+) -> StageResult[S]:
+    """Run a stage over a batch; if it raises, run it record by record and dead-letter
+    each record it raises on (``processing_error``), so one bad record neither stops the
+    worker nor takes the rest of the batch with it."""
+    try:
+        return process(messages, state)
+    except Exception:
+        pass
+    combined: StageResult[S] = StageResult()
+    for message in messages:
+        try:
+            one = process([message], _Overlay(combined.state_updates, state))
+        except Exception as exc:
+            if on_error is not None:
+                on_error(message, exc)
+            combined.reject(message, Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:2000]))
+            continue
+        combined.outputs += one.outputs
+        combined.event_end_ms += one.event_end_ms
+        combined.dead_letters += one.dead_letters
+        combined.duplicates += one.duplicates
+        combined.seq_gaps += one.seq_gaps
+        combined.state_updates.update(one.state_updates)
+        combined.state_partitions.update(one.state_partitions)
+        for name, count in one.flagged.items():
+            combined.flagged[name] = combined.flagged.get(name, 0) + count
+    return combined

@@ -26,6 +26,7 @@ REASONS = (
     "timestamp_backwards",  # starts before the asset's previous record on that channel ended
     "out_of_range",  # outside the physical range of the sensor
     "unsupported_feature_set",  # a feature window the active edge model has no scorer for
+    "processing_error",  # the stage raised on this record (a bug to fix; the record is kept for replay)
 )
 
 

@@ -45,3 +45,11 @@ def test_asset_catalog_rejects_unknown_settings():
         AssetCatalog.from_mapping({"assets": {"p": {"window": 1}}})
     with pytest.raises(ValueError, match="unknown bearing"):
         AssetCatalog.from_mapping({"assets": {"p": {"bearing": "nsk9999"}}})
+
+
+def test_the_documented_example_asset_file_loads():
+    from pathlib import Path
+
+    catalog = AssetCatalog.load(Path(__file__).resolve().parents[2] / "docs" / "examples" / "assets-pronostia.json")
+    assert catalog.for_asset("Bearing2_1").window_s == 0.1 and catalog.for_asset("Bearing2_1").bearing == PRONOSTIA_BEARING
+    assert catalog.for_asset("cwru-X105").bearing == SKF_6205

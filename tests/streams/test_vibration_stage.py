@@ -54,7 +54,7 @@ def test_every_reason_code_dead_letters_with_the_original_bytes(stage, chunk, as
 
 
 def test_the_reason_codes_cover_the_contract():
-    assert set(MALFORMED_VIBRATION) | {"unsupported_feature_set"} == set(REASONS)
+    assert set(MALFORMED_VIBRATION) | {"unsupported_feature_set", "processing_error"} == set(REASONS)
 
 
 def test_samples_that_are_not_whole_float32_are_undecodable(stage, chunk, codec):
@@ -112,3 +112,23 @@ def test_sequence_gaps_are_counted_not_hidden(stage, chunk, as_messages):
     result, _ = run(stage, as_messages(records))
     assert result.seq_gaps == 2 + 3
     assert result.duplicates == 0 and len(result.outputs) == 5
+
+
+def test_a_record_the_stage_raises_on_is_dead_lettered_and_the_rest_goes_on(stage, chunk, as_messages, monkeypatch):
+    from streams.pumps import vibration
+    from streams.stage import process_isolating_errors
+
+    real = vibration.check_vibration
+
+    def explode_on_seq_2(record, *args):
+        if record["seq"] == 2:
+            raise RuntimeError("bug on seq 2")
+        return real(record, *args)
+
+    monkeypatch.setattr(vibration, "check_vibration", explode_on_seq_2)
+    seen = []
+    result = process_isolating_errors(stage.process, as_messages([chunk(i) for i in range(4)]), {}, on_error=lambda m, e: seen.append(m.offset))
+    assert [(d["reason"], d["offset"]) for d in result.dead_letters] == [("processing_error", 2)]
+    assert "bug on seq 2" in result.dead_letters[0]["detail"]
+    assert [o["seq"] for o in result.outputs] == [0, 1, 2] and seen == [2]  # seq 3 makes window 2
+    assert result.state_updates["pump-1"].last_seq == 3
