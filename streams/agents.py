@@ -76,7 +76,7 @@ def register_stage_agent(
             started = time.perf_counter()
             generation = app.consumer_generation_id
             committed = getattr(app.consumer, "_committed_offset", {})  # Faust internal: TP -> committed offset
-            messages, reseek, stale = [], set(), 0
+            messages, reseek, stale, jumps_before = [], set(), 0, continuity.accepted_jumps
             for e in events:
                 m = e.message
                 # Events buffered before a rebalance belong to an old generation: Faust seeks back to
@@ -95,6 +95,7 @@ def register_stage_agent(
                 await app.consumer.seek(tp, offset)
             metrics.STALE_EVENTS.labels(name).inc(stale)
             metrics.RESEEKS.labels(name).inc(len(reseek))
+            metrics.OFFSET_JUMPS.labels(name).inc(continuity.accepted_jumps - jumps_before)
             if not messages:
                 continue
             result = process_isolating_errors(stage.process, messages, state, on_error=log_processing_error)

@@ -13,6 +13,7 @@ DUPLICATES = Counter("vigil_duplicates_total", "Records skipped because their (a
 STALE_EVENTS = Counter("vigil_stale_events_total", "Events from before a rebalance, left for Faust to deliver again", ["stage"])
 SEQ_GAPS = Counter("vigil_seq_gaps_total", "Sequence numbers skipped between consecutive records of an asset", ["stage"])
 RESEEKS = Counter("vigil_offset_reseeks_total", "Times a stage saw a partition's offsets jump and sought back", ["stage"])
+OFFSET_JUMPS = Counter("vigil_offset_jumps_accepted_total", "Offset jumps still there after re-seeking, accepted as real gaps", ["stage"])
 PUBLISH_RETRIES = Counter("vigil_publish_retries_total", "Batches whose outputs had to be sent again", ["stage"])
 FLAGGED = Counter("vigil_edge_flagged_total", "Windows the edge tier flagged", ["feature_set"])
 BATCH_SECONDS = Histogram(

@@ -16,6 +16,8 @@ VIGIL_KAFKA_SSL_KEYFILE         client key (mutual TLS)
 from __future__ import annotations
 
 import os
+import types
+import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -55,7 +57,7 @@ def parse_broker_url(url: str) -> list[str]:
 
 SECURITY_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
 # Settings whose variable is not VIGIL_<FIELD NAME>.
-_ENV_NAMES = {"schema_registry": "VIGIL_SCHEMA_REGISTRY", "models_dir": "VIGIL_MODELS", "assets_file": "VIGIL_ASSETS", "replication": "VIGIL_REPLICATION"}
+_ENV_NAMES = {"schema_registry": "VIGIL_SCHEMA_REGISTRY", "models_dir": "VIGIL_MODELS", "assets_file": "VIGIL_ASSETS"}
 
 
 def _env_name(field_name: str) -> str:
@@ -207,12 +209,15 @@ class Settings:
         return credentials, ssl_context
 
 
-# How each setting is read from its variable.
-_FIELD_TYPES: dict[str, Any] = {
-    "app_id": str, "topic_prefix": str, "schema_registry": str, "web_host": str,
-    "models_dir": Path, "assets_file": Path,
-    "partitions": int, "replication": int, "retention_ms": int, "baseline_windows": int, "max_chunk_samples": int,
-    "batch_size": int, "fetch_max_wait_ms": int, "producer_max_batch_bytes": int, "web_port": int,
-    "batch_within_s": float, "session_timeout_s": float, "heartbeat_interval_s": float, "commit_interval_s": float,
-    "producer_linger_ms": float,
-}
+
+def _field_types() -> dict[str, type]:
+    """How each setting is read from its variable: the field's type, without ``| None``."""
+    hints = typing.get_type_hints(Settings)
+    out = {}
+    for name, hint in hints.items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        out[name] = args[0] if args and typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+    return out
+
+
+_FIELD_TYPES = _field_types()

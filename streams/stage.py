@@ -8,12 +8,15 @@ published).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 from streams.codec import AvroCodec, DecodeError
 from streams.validation import Rejection
+
+logger = logging.getLogger(__name__)
 
 S = TypeVar("S")
 
@@ -121,11 +124,13 @@ def process_isolating_errors(
 ) -> StageResult[S]:
     """Run a stage over a batch; if it raises, run it record by record and dead-letter
     each record it raises on (``processing_error``), so one bad record neither stops the
-    worker nor takes the rest of the batch with it."""
+    worker nor takes the rest of the batch with it. The retry reads state through an
+    overlay of what earlier records changed, so ``state`` must not be mutated by the
+    failed batch run (the worker's TableState decodes a fresh object on every read)."""
     try:
         return process(messages, state)
-    except Exception:
-        pass
+    except Exception as exc:
+        logger.warning("stage raised on a batch; retrying record by record", extra={"records": len(messages), "error": repr(exc)})
     combined: StageResult[S] = StageResult()
     for message in messages:
         try:
