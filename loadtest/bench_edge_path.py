@@ -69,7 +69,7 @@ def main() -> None:
     commissioning = [RawMessage("pump.features", 0, i, f["asset_id"].encode(), codec.encode("pump.features", "vigil.pumps.FeatureWindow", f))
                      for i, f in enumerate(features)]
     state.update(edge.process(commissioning, state).state_updates)
-    vib = [f for f in features if f["feature_set"] == "vibration.v1"]
+    vib = [f for f in features if f["feature_set"] == "vibration.v2"]
     fresh = [dict(f, seq=f["seq"] + 10_000 + k) for k, f in enumerate(vib[:batch])]
     scored = [RawMessage("pump.features", 0, i, f["asset_id"].encode(), codec.encode("pump.features", "vigil.pumps.FeatureWindow", f)) for i, f in enumerate(fresh)]
 

@@ -39,6 +39,8 @@ class AssetConfig:
       2 %, rolling elements slip).
     - ``max_abs_g``: physical range of the accelerometer; a sample beyond it is
       rejected as out of range (default 200 g).
+    - ``baseline_windows``: commissioning windows per stream, the asset's own
+      baseline for the edge tier (default: the edge model's).
     """
 
     bearing: BearingGeometry = SKF_6205
@@ -46,6 +48,7 @@ class AssetConfig:
     demod_band_hz: tuple[float, float] | None = None
     slip_tolerance: float = 0.02
     max_abs_g: float = 200.0
+    baseline_windows: int | None = None
 
     def __post_init__(self) -> None:
         if self.window_s <= 0:
@@ -54,6 +57,8 @@ class AssetConfig:
             raise ValueError(f"slip_tolerance must be in (0, 0.2), got {self.slip_tolerance}")
         if self.max_abs_g <= 0:
             raise ValueError(f"max_abs_g must be > 0, got {self.max_abs_g}")
+        if self.baseline_windows is not None and self.baseline_windows < 2:
+            raise ValueError(f"baseline_windows must be >= 2, got {self.baseline_windows}")
         if self.demod_band_hz is not None and not 0 <= self.demod_band_hz[0] < self.demod_band_hz[1]:
             raise ValueError(f"demod_band_hz must be (low, high) with low < high, got {self.demod_band_hz}")
 

@@ -143,7 +143,7 @@ class EdgeScorer:
 
 @dataclass
 class FeatureSetModel:
-    """The scorer for one feature set (vibration.v1, process.v1)."""
+    """The scorer for one feature set (vibration.v2, process.v1)."""
 
     feature_names: tuple[str, ...]
     scorer: EdgeScorer
@@ -174,18 +174,35 @@ class EdgeModel:
 def fit_feature_set(
     per_asset_features: Sequence[np.ndarray],
     feature_names: Sequence[str],
-    baseline_windows: int,
+    baseline_windows: int | Sequence[int],
     *,
+    healthy_until: Sequence[int | None] | None = None,
+    train_on_baseline: bool = False,
     random_state: int = 0,
     threshold_quantile: float = 0.995,
 ) -> FeatureSetModel:
-    """Fit a feature set's scorer from healthy assets, each standardized against its own first windows."""
+    """Fit a feature set's scorer from healthy windows, each asset standardized against its own first windows.
+
+    ``baseline_windows`` is one length for every asset or one per asset;
+    ``healthy_until`` (per asset, exclusive) keeps only the windows known to be
+    healthy, e.g. the early life of a run-to-failure record.
+    ``train_on_baseline`` also learns from the baseline windows' own deviations:
+    for protocols that give only one short healthy span per asset (SKAB: the
+    first 400 rows are both the baseline and the training data).
+    """
     model = FeatureSetModel(tuple(feature_names), EdgeScorer(random_state=random_state, threshold_quantile=threshold_quantile))
+    n_assets = len(per_asset_features)
+    bases = [int(baseline_windows)] * n_assets if isinstance(baseline_windows, (int, np.integer)) else [int(b) for b in baseline_windows]
+    ends = list(healthy_until) if healthy_until is not None else [None] * n_assets
+    if len(bases) != n_assets or len(ends) != n_assets:
+        raise ValueError("baseline_windows and healthy_until need one entry per asset")
     pooled = []
-    for X in per_asset_features:
-        if len(X) <= baseline_windows:
-            raise ValueError(f"an asset with {len(X)} windows has none left after a {baseline_windows}-window baseline")
-        baseline = model.fit_baseline(X[:baseline_windows])
-        pooled.append(baseline.deviations(X[baseline_windows:], model.log_mask))
+    for X, n_base, end in zip(per_asset_features, bases, ends):
+        healthy = X[: end if end is not None else len(X)]
+        first = 0 if train_on_baseline else n_base
+        if len(healthy) <= first:
+            raise ValueError(f"an asset with {len(healthy)} healthy windows has none left after a {n_base}-window baseline")
+        baseline = model.fit_baseline(X[:n_base])
+        pooled.append(baseline.deviations(healthy[first:], model.log_mask))
     model.scorer.fit(deviation_profile(np.vstack(pooled)))
     return model

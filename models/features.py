@@ -12,9 +12,14 @@ Vibration features (``VIBRATION_FEATURES``), per window of one channel:
 - envelope analysis: ``envelope_bpfo``, ``envelope_bpfi``, ``envelope_bsf``.
   The window is band-passed in the demodulation band, its squared envelope
   taken with the analytic signal, and the squared-envelope spectrum's peak
-  power near harmonics 1-3 of each defect frequency (+- slip tolerance) is
-  divided by the spectrum's median power. About 1 means no line there; a
-  bearing defect gives tens to thousands. NaN when rpm is unknown.
+  power near harmonics 1-3 of each defect frequency (+- slip tolerance),
+  averaged over the harmonics, is divided by the spectrum's median power.
+  A search band never reaches past halfway to another fault's line, and a
+  harmonic (not a fundamental) within half the slip tolerance of another
+  fault's line is left out (SKF 6205: 3 x BPFO and 2 x BPFI, 0.7 % apart),
+  so one fault's lines do not count for another. Without a line the ratio
+  is the largest noise bin of each search band over the median, a few
+  units; a bearing defect gives tens to thousands. NaN when rpm is unknown.
 
 Process features (``PROCESS_FEATURES``): the sensor values plus ratios that
 tie them together (electrical and hydraulic power, efficiency, flow per
@@ -27,6 +32,7 @@ the L2 cache; chunks of 16-32 are about 3x faster.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -38,7 +44,7 @@ N_BANDS = 6
 BAND_EDGES_NYQUIST = np.array([0.0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0])
 FAULT_NAMES = ("bpfo", "bpfi", "bsf")
 ENVELOPE_HARMONICS = 3
-VIBRATION_FEATURE_SET = "vibration.v1"
+VIBRATION_FEATURE_SET = "vibration.v2"  # v2: envelope lines no longer count another fault's harmonics
 VIBRATION_FEATURES: tuple[str, ...] = (
     "rms_g",
     "std_g",
@@ -78,15 +84,56 @@ LOG_SCALE_FEATURES = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _defect_lines(orders: FaultOrders, tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where each fault's harmonic lines may be looked for, in orders of the shaft frequency.
+
+    Returns ``(centre, lower, upper, ambiguous)``, each (faults, harmonics).
+    Different faults' harmonics can fall close together (SKF 6205: 3 x BPFO
+    = 10.75 and 2 x BPFI = 10.83, 2 x BPFO = 7.17 and 3 x BSF = 7.07), and a
+    line of one fault would then count for the other too. So each search band
+    stops halfway to the nearest line of another fault (``lower``,
+    ``upper``), and a harmonic (not a fundamental) whose line lies within
+    half the slip tolerance of another fault's line is ``ambiguous``: it
+    cannot be told apart under slip, and is left out of that fault's mean.
+    """
+    per_fault = np.array([orders.bpfo_x, orders.bpfi_x, orders.bsf_x])
+    centre = per_fault[:, None] * np.arange(1, ENVELOPE_HARMONICS + 1, dtype=np.float64)
+    lower = np.full(centre.shape, -np.inf)
+    upper = np.full(centre.shape, np.inf)
+    ambiguous = np.zeros(centre.shape, dtype=bool)
+    for k in range(len(per_fault)):
+        others = np.delete(centre, k, axis=0).ravel()
+        for h in range(ENVELOPE_HARMONICS):
+            line = centre[k, h]
+            below, above = others[others <= line], others[others > line]
+            if below.size:
+                lower[k, h] = 0.5 * (line + below.max())
+            if above.size:
+                upper[k, h] = 0.5 * (line + above.min())
+            ambiguous[k, h] = h > 0 and bool(np.any(np.abs(others - line) < 0.5 * tolerance * line))
+    for array in (centre, lower, upper, ambiguous):
+        array.setflags(write=False)
+    return centre, lower, upper, ambiguous
+
+
 def _fault_band_peaks(
-    env_power: np.ndarray, freqs_hz: np.ndarray, fault_hz: np.ndarray, tolerance: float, df_hz: float
+    env_power: np.ndarray, freqs_hz: np.ndarray, shaft_hz: np.ndarray, orders: FaultOrders, tolerance: float, df_hz: float
 ) -> np.ndarray:
-    """Peak of ``env_power`` (b, m) near harmonics of ``fault_hz`` (b, k): returns (b, k, harmonics)."""
-    harmonics = np.arange(1, ENVELOPE_HARMONICS + 1, dtype=np.float64)
-    centre = fault_hz[:, :, None] * harmonics  # (b, k, h)
+    """Peak of ``env_power`` (b, m) near the harmonics of each fault at ``shaft_hz`` (b,):
+    returns (b, faults, harmonics), NaN where a harmonic is ambiguous or beyond the spectrum."""
+    line_x, lower_x, upper_x, ambiguous = _defect_lines(orders, tolerance)
+    shaft = shaft_hz[:, None, None]
+    centre = shaft * line_x  # (b, k, h)
     half_width = centre * tolerance + 0.5 * df_hz  # always covers at least the nearest bin
-    lo = np.searchsorted(freqs_hz, centre - half_width, side="left")
-    hi = np.searchsorted(freqs_hz, centre + half_width, side="right")
+    lo_hz = np.maximum(centre - half_width, shaft * lower_x)  # never past halfway to another fault's line
+    hi_hz = np.minimum(centre + half_width, shaft * upper_x)
+    lo = np.searchsorted(freqs_hz, lo_hz, side="left")
+    hi = np.searchsorted(freqs_hz, hi_hz, side="right")
+    # A line keeps its nearest bin however coarse the bins (0.1 s windows: 10 Hz).
+    nearest = np.minimum(np.rint(centre / df_hz).astype(np.int64), len(freqs_hz) - 1)
+    lo = np.minimum(lo, nearest)
+    hi = np.maximum(hi, nearest + 1)
     b_idx = np.arange(env_power.shape[0])[:, None, None]
     # Peak within [lo, hi) per (b, k, h) via a running-maximum-free trick: gather a fixed-width stencil.
     width = int(max(1, (hi - lo).max(initial=1)))
@@ -97,7 +144,7 @@ def _fault_band_peaks(
     gathered = env_power[b_idx[..., None], idx]
     gathered = np.where(valid, gathered, 0.0)
     peaks = gathered.max(axis=-1)
-    peaks[hi <= lo] = np.nan  # harmonic beyond the spectrum
+    peaks[(centre - half_width > freqs_hz[-1]) | ambiguous] = np.nan  # beyond the spectrum, or ambiguous
     return peaks
 
 
@@ -166,7 +213,7 @@ def _vibration_chunk(
         ref = np.array(
             [np.median(env_power[row, ref_lo : max(ref_lo + 4, hi)]) for row, hi in zip(np.flatnonzero(known), ref_hi)]
         )
-        peaks = _fault_band_peaks(env_power[known], freqs, fault_hz, slip_tolerance, fs_hz / n)
+        peaks = _fault_band_peaks(env_power[known], freqs, shaft_hz, orders, slip_tolerance, fs_hz / n)
         with np.errstate(divide="ignore", invalid="ignore"):
             envelope[known] = np.nanmean(peaks, axis=2) / np.where(ref > 0, ref, np.nan)[:, None]
 

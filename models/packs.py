@@ -112,3 +112,44 @@ def iter_cwru(path: str | Path, chunk_s: float = 1.0) -> Iterator[PackChunk]:
 def iter_pack(path: str | Path) -> Iterator[PackChunk]:
     kind = pack_kind(path)
     return iter_pronostia(path) if kind == "pronostia" else iter_cwru(path)
+
+
+@dataclass(frozen=True)
+class RunToFailureRecord:
+    """One bearing's snapshots for a PRONOSTIA-layout pack: (snapshots, samples) g per channel."""
+
+    name: str
+    acc_h: np.ndarray
+    acc_v: np.ndarray
+    t_s: np.ndarray  # seconds since the record's first snapshot
+    rpm: float
+    load_n: float = 0.0
+    t0_clock: str = "00:00:00.000"
+
+
+def write_pronostia_layout(path: str | Path, records: list[RunToFailureRecord], fs_hz: int, provenance: str) -> None:
+    """Write records as a pack in the PRONOSTIA layout (see ../shared/datasets/README.md), int16 with per-snapshot scales."""
+    def quantise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scale = np.maximum(np.abs(x).max(axis=1) / 32767.0, 1e-6)
+        return np.round(x / scale[:, None]).astype(np.int16), scale
+
+    h, sh = zip(*(quantise(np.asarray(r.acc_h, dtype=np.float64)) for r in records))
+    v, sv = zip(*(quantise(np.asarray(r.acc_v, dtype=np.float64)) for r in records))
+    counts = [len(r.t_s) for r in records]
+    np.savez(
+        path,
+        bearings=np.array([r.name for r in records]),
+        bearing_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        condition=np.zeros(len(records), dtype=np.int8),
+        rpm=np.array([r.rpm for r in records], dtype=np.int16),
+        load_n=np.array([r.load_n for r in records], dtype=np.int16),
+        t0_clock=np.array([r.t0_clock for r in records]),
+        snapshot_bearing=np.repeat(np.arange(len(records)), counts).astype(np.int8),
+        file_index=np.concatenate([np.arange(1, c + 1) for c in counts]).astype(np.int32),
+        t_s=np.concatenate([r.t_s for r in records]).astype(np.float64),
+        t_flag=np.zeros(sum(counts), dtype=np.int8),
+        fs_hz=np.int32(fs_hz),
+        snapshot_period_s=np.float64(np.median(np.diff(records[0].t_s)) if counts[0] > 1 else 0.0),
+        acc_h=np.vstack(h), scale_h=np.concatenate(sh), acc_v=np.vstack(v), scale_v=np.concatenate(sv),
+        provenance=np.array(provenance),
+    )

@@ -5,6 +5,7 @@ Layout under the root (``VIGIL_MODELS``, default ``./.vigil/models``)::
     <tier>/<version>/model.pkl     the pickled model
     <tier>/<version>/meta.json     tier, version, created_at, sha256, library versions, caller's metadata
     <tier>/ACTIVE                  the version workers load
+    <tier>/HISTORY.json            every activation, promotion and rollback, oldest first
 
 Nothing is unpickled before its bytes hash to the sha256 recorded at save
 time: a tampered or truncated artifact is refused with ``ModelIntegrityError``.
@@ -18,6 +19,7 @@ import json
 import os
 import pickle
 import platform
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any, Mapping
 ARTIFACT = "model.pkl"
 METADATA = "meta.json"
 ACTIVE = "ACTIVE"
+HISTORY = "HISTORY.json"
 
 
 class ModelIntegrityError(RuntimeError):
@@ -41,7 +44,11 @@ def _library_versions() -> dict[str, str]:
     import scipy
     import sklearn
 
-    return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__}
+    versions = {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__, "scikit-learn": sklearn.__version__}
+    torch = sys.modules.get("torch")  # only when a torch model is being saved; importing it costs seconds
+    if torch is not None:
+        versions["torch"] = torch.__version__
+    return versions
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -83,7 +90,7 @@ class ModelRegistry:
         _atomic_write(directory / ARTIFACT, payload)
         _atomic_write(directory / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
         if activate or self.active_version(tier) is None:
-            self.activate(tier, version)
+            self.activate(tier, version, action="save")
         return version
 
     def versions(self, tier: str) -> list[dict[str, Any]]:
@@ -94,10 +101,67 @@ class ModelRegistry:
         metas = [json.loads((d / METADATA).read_text()) for d in base.iterdir() if (d / METADATA).is_file()]
         return sorted(metas, key=lambda m: m["created_at"])
 
-    def activate(self, tier: str, version: str) -> None:
-        if not (self.root / tier / version / METADATA).is_file():
-            raise ModelNotFoundError(f"no version {version!r} of tier {tier!r} under {self.root}")
+    def activate(self, tier: str, version: str, *, action: str = "promote") -> None:
+        """Make ``version`` the one workers load, and record it in the tier's history."""
+        self.metadata(tier, version)  # raises if absent
+        history = self.history(tier)
+        history.append({"action": action, "version": version, "previous": self.active_version(tier), "at": datetime.now(timezone.utc).isoformat()})
+        _atomic_write(self.root / tier / HISTORY, json.dumps(history, indent=2).encode())
         _atomic_write(self.root / tier / ACTIVE, version.encode())
+
+    promote = activate
+
+    def history(self, tier: str) -> list[dict[str, Any]]:
+        path = self.root / tier / HISTORY
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def rollback(self, tier: str, to: str | None = None) -> str:
+        """Re-activate ``to``, or by default the version that was active before the current one; returns it.
+
+        Repeated rollbacks walk further back through the promotions, not back and forth."""
+        current = self.active_version(tier)
+        if current is None:
+            raise ModelNotFoundError(f"no active {tier!r} model under {self.root}: nothing to roll back")
+        if to is None:
+            # Replay the history as a stack: promotions push, rollbacks pop.
+            stack: list[str] = []
+            for entry in self.history(tier):
+                if entry["action"] == "rollback":
+                    while stack and stack[-1] != entry["version"]:
+                        stack.pop()
+                    if not stack:
+                        stack.append(entry["version"])
+                else:
+                    stack.append(entry["version"])
+            while stack and stack[-1] == current:
+                stack.pop()
+            if not stack:
+                raise ModelNotFoundError(f"{tier!r} has no earlier active version than {current}")
+            to = stack[-1]
+        self.activate(tier, to, action="rollback")
+        return to
+
+    def metadata(self, tier: str, version: str | None = None) -> dict[str, Any]:
+        version = version or self.active_version(tier)
+        if version is None:
+            raise ModelNotFoundError(f"no active {tier!r} model under {self.root}")
+        path = self.root / tier / version / METADATA
+        if not path.is_file():
+            raise ModelNotFoundError(f"no version {version!r} of tier {tier!r} under {self.root}")
+        return json.loads(path.read_text())
+
+    def update_metadata(self, tier: str, version: str, updates: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``updates`` into a version's metadata (tuned thresholds, evaluation results).
+        The artifact and its sha256 are untouched; identity fields cannot be changed."""
+        frozen = {"tier", "version", "created_at", "sha256", "libraries"} & set(updates)
+        if frozen:
+            raise ValueError(f"metadata fields {sorted(frozen)} identify the artifact and cannot be changed")
+        meta = {**self.metadata(tier, version), **updates}
+        _atomic_write(self.root / tier / version / METADATA, json.dumps(meta, indent=2, sort_keys=True).encode())
+        return meta
+
+    def tiers(self) -> list[str]:
+        return sorted(d.name for d in self.root.iterdir() if d.is_dir()) if self.root.is_dir() else []
 
     def active_version(self, tier: str) -> str | None:
         path = self.root / tier / ACTIVE

@@ -314,3 +314,20 @@ class FleetSimulator:
     @property
     def simulated_s(self) -> float:
         return self._step * self.interval_s
+
+
+def simulate_run_to_failure(
+    fleet: list[PumpSpec], *, snapshots: int, period_s: float, samples: int, seed: int = 0
+) -> list["RunToFailureRecord"]:
+    """Periodic snapshots of each pump on two channels (independent noise, the same machine),
+    as a run-to-failure pack records them; pumps with a fault end at their worst."""
+    from models.packs import RunToFailureRecord
+
+    records = []
+    for i, spec in enumerate(fleet):
+        channels = [PumpSimulator(spec, seed, i), PumpSimulator(spec, seed, 10_000 + i)]
+        t = np.arange(snapshots) * period_s
+        h = np.stack([channels[0].vibration(float(t0), samples) for t0 in t])
+        v = np.stack([channels[1].vibration(float(t0), samples) for t0 in t])
+        records.append(RunToFailureRecord(spec.asset_id, h, v, t, spec.rpm))
+    return records

@@ -10,11 +10,11 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from models.edge import EdgeModel
 from models.registry import ModelNotFoundError, ModelRegistry
 from streams.codec import AvroCodec, codec_from_settings
+from streams.pump_models import EDGE_TIER
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-EDGE_TIER = "edge"
 
 
 class _FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):

@@ -1,4 +1,4 @@
-"""The ``vigil`` command: broker, worker, produce, train, topics, demo."""
+"""The ``vigil`` command: broker, worker, produce, train, models, evaluate, tune, topics, demo."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from streams.cli_models import add_model_commands, add_train_options
 from streams.settings import BrokerNotConfigured, Settings
 
 console = Console(stderr=True)
@@ -86,8 +87,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.baseline_windows:
         settings = replace(settings, baseline_windows=args.baseline_windows)
+    if args.tier == "pumps":
+        if bool(args.pack) == bool(args.simulate):
+            console.print("[red]error:[/red] give exactly one of --pack PATH or --simulate")
+            return 2
+        from streams.cli_models import cmd_train_pumps
+
+        return cmd_train_pumps(args, settings)
     if not args.simulate:
-        console.print("[red]only `vigil train edge --simulate` exists so far[/red]")
+        console.print("[red]error:[/red] `vigil train edge` trains on simulation only (--simulate); use `vigil train pumps --pack` for packs")
         return 2
     with Progress(TextColumn("simulating healthy fleet"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=args.json) as progress:
         task = progress.add_task("train", total=args.windows)
@@ -162,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("train", help="train a model into the registry")
-    p.add_argument("tier", choices=["edge"])
+    p = sub.add_parser("train", help="train models into the registry: both pump tiers (pumps) or the edge tier alone (edge)")
+    p.add_argument("tier", choices=["pumps", "edge"])
     p.add_argument("--simulate", action="store_true", help="train on a simulated healthy fleet")
+    add_train_options(p)
     p.add_argument("--pumps", type=int, default=16)
     p.add_argument("--windows", type=int, default=150, help="windows per pump (1 s each)")
     p.add_argument("--baseline-windows", type=int, default=None)
@@ -187,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_produce)
 
+    add_model_commands(sub)
+
     p = sub.add_parser("demo", help="broker + worker + simulated fleet, then a table per pump")
     p.add_argument("--pumps", type=int, default=12)
     p.add_argument("--steps", type=int, default=150, help="1 s chunks per pump")
@@ -203,10 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BrokerNotConfigured as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         return 2
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (ValueError, LookupError, RuntimeError) as exc:
+        # Missing models, bad packs and tampered artifacts are the user's to fix: say what, not a traceback.
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         return 2
 
 

@@ -20,7 +20,10 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from models.alerts import AlertPolicyConfig
 
 ENV_BROKER = "VIGIL_BROKER"
 NO_BROKER_HELP = (
@@ -87,6 +90,11 @@ class Settings:
     models_dir: Path = Path(".vigil/models")
     assets_file: Path | None = None
     baseline_windows: int = 30
+    # Alert policy: an episode opens when k of the last n flagged windows were confirmed,
+    # and closes after quiet_s of event time without a confirmation.
+    alert_confirm_k: int = 3
+    alert_confirm_n: int = 5
+    alert_quiet_s: float = 3600.0
     max_chunk_samples: int = 240_000
     batch_size: int = 256
     batch_within_s: float = 0.05
@@ -146,6 +154,11 @@ class Settings:
         protocol = self.security.get("security_protocol", "PLAINTEXT").upper()
         if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise ValueError(f"VIGIL_KAFKA_SECURITY_PROTOCOL must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, got {protocol}")
+
+    def alert_policy(self) -> "AlertPolicyConfig":
+        from models.alerts import AlertPolicyConfig
+
+        return AlertPolicyConfig(confirm_k=self.alert_confirm_k, confirm_n=self.alert_confirm_n, quiet_s=self.alert_quiet_s)
 
     def with_broker(self, bootstrap: str) -> "Settings":
         return replace(self, broker_hosts=tuple(parse_broker_url(bootstrap)))

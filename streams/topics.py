@@ -18,6 +18,8 @@ PUMP_VIBRATION_RAW = "pump.vibration.raw"
 PUMP_PROCESS_RAW = "pump.process.raw"
 PUMP_FEATURES = "pump.features"
 PUMP_SCORES_EDGE = "pump.scores.edge"
+PUMP_SCORES_CLOUD = "pump.scores.cloud"
+ALERTS = "alerts"
 PUMP_DEADLETTER = "pump.deadletter"
 
 
@@ -34,6 +36,8 @@ PUMP_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PUMP_PROCESS_RAW, "vigil.pumps.ProcessSample", "process sensor readings"),
     TopicSpec(PUMP_FEATURES, "vigil.pumps.FeatureWindow", "feature vectors per window"),
     TopicSpec(PUMP_SCORES_EDGE, "vigil.pumps.EdgeScore", "edge-tier Isolation Forest verdicts"),
+    TopicSpec(PUMP_SCORES_CLOUD, "vigil.pumps.CloudScore", "cloud-tier LSTM autoencoder verdicts on flagged windows"),
+    TopicSpec(ALERTS, "vigil.common.Alert", "alert episodes: open, update, close; ids deterministic"),
     TopicSpec(PUMP_DEADLETTER, "vigil.common.DeadLetter", "rejected pump records, with reason and original bytes"),
 )
 

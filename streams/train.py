@@ -1,4 +1,4 @@
-"""`vigil train`: feature windows through the same stages the workers run, then a model into the registry."""
+"""`vigil train`: feature windows through the same stages the workers run, then models into the registry."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -6,9 +6,31 @@ from typing import Any, Callable
 from models.registry import ModelRegistry
 from models.simulate import FleetSimulator, make_fleet
 from models.training import fit_edge_model
-from streams.app import EDGE_TIER
 from streams.offline import OfflinePumpPipeline
+from streams.pump_models import EDGE_TIER, PumpTrainingConfig, fit_pump_models, save_pump_models
 from streams.settings import Settings
+
+
+def simulated_healthy_features(
+    *, pumps: int, windows: int, seed: int, capture_interval_s: float, on_step: Callable[[int, int], None] | None = None
+) -> list[dict[str, Any]]:
+    """Feature windows of a simulated healthy fleet: each pump gives ``windows`` one-second
+    captures, one every ``capture_interval_s`` of simulated time, so training sees the slow
+    duty-point drift a real baseline will be compared against, not just a few stationary seconds."""
+    fleet = make_fleet(pumps, seed=seed, n_faulty=0, horizon_s=windows * capture_interval_s)
+    simulator = FleetSimulator(fleet, seed=seed, chunk_s=1.0, interval_s=capture_interval_s)
+    pipeline = OfflinePumpPipeline()
+    features: list[dict[str, Any]] = []
+    for step, records in enumerate(simulator.steps(windows), start=1):
+        features += pipeline.feed((r.kind, r.key, r.value) for r in records).features
+        if on_step is not None:
+            on_step(step, windows)
+    return features
+
+
+def _check_windows(settings: Settings, windows: int) -> None:
+    if windows <= settings.baseline_windows:
+        raise ValueError(f"--windows ({windows}) must exceed the baseline ({settings.baseline_windows} windows)")
 
 
 def train_edge_simulated(
@@ -20,22 +42,9 @@ def train_edge_simulated(
     capture_interval_s: float = 20.0,
     on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Fit the edge model on a simulated healthy fleet; save and activate it. Returns (version, metrics).
-
-    Each pump gives ``windows`` one-second captures, one every ``capture_interval_s``
-    of simulated time, so training sees the slow duty-point drift a real
-    baseline will be compared against, not just a few stationary seconds.
-    """
-    if windows <= settings.baseline_windows:
-        raise ValueError(f"--windows ({windows}) must exceed the baseline ({settings.baseline_windows} windows)")
-    fleet = make_fleet(pumps, seed=seed, n_faulty=0, horizon_s=windows * capture_interval_s)
-    simulator = FleetSimulator(fleet, seed=seed, chunk_s=1.0, interval_s=capture_interval_s)
-    pipeline = OfflinePumpPipeline()
-    features: list[dict[str, Any]] = []
-    for step, records in enumerate(simulator.steps(windows), start=1):
-        features += pipeline.feed((r.kind, r.key, r.value) for r in records).features
-        if on_step is not None:
-            on_step(step, windows)
+    """Fit the edge model alone on a simulated healthy fleet; save and activate it. Returns (version, metrics)."""
+    _check_windows(settings, windows)
+    features = simulated_healthy_features(pumps=pumps, windows=windows, seed=seed, capture_interval_s=capture_interval_s, on_step=on_step)
     model, metrics = fit_edge_model(features, settings.baseline_windows, random_state=seed)
     version = ModelRegistry(settings.models_dir).save(
         EDGE_TIER,
@@ -51,3 +60,23 @@ def train_edge_simulated(
         activate=True,
     )
     return version, metrics
+
+
+def train_pumps_simulated(
+    settings: Settings,
+    *,
+    pumps: int = 16,
+    windows: int = 150,
+    seed: int = 0,
+    capture_interval_s: float = 20.0,
+    config: PumpTrainingConfig | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[str, str, dict[str, Any]]:
+    """Both tiers on a simulated healthy fleet; saved and activated. Returns (edge version, cloud version, metrics)."""
+    _check_windows(settings, windows)
+    features = simulated_healthy_features(pumps=pumps, windows=windows, seed=seed, capture_interval_s=capture_interval_s, on_step=on_step)
+    config = config or PumpTrainingConfig(baseline_windows=settings.baseline_windows, seed=seed)
+    source = {"simulation": {"pumps": pumps, "windows_per_pump": windows, "capture_interval_s": capture_interval_s, "seed": seed, "healthy": True}}
+    models = fit_pump_models(features, config=config, source=source)
+    edge_version, cloud_version = save_pump_models(ModelRegistry(settings.models_dir), models)
+    return edge_version, cloud_version, {"edge": models.edge_metadata["metrics"], "cloud": models.cloud_metadata["metrics"]}

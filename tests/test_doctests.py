@@ -3,7 +3,7 @@ import importlib
 
 import pytest
 
-MODULES = ["models.features", "models.edge", "streams.delivery"]
+MODULES = ["models.features", "models.edge", "models.cloud", "models.alerts", "models.costs", "models.diagnosis", "streams.delivery"]
 
 
 @pytest.mark.parametrize("name", MODULES)

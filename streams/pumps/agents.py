@@ -35,12 +35,13 @@ def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, edge_mo
     def table(name: str) -> Any:
         return app.Table(name, default=None, key_type=str, value_type=bytes, partitions=settings.partitions)
 
+    assets = AssetCatalog.load(settings.assets_file)
     features, dead_letters = produced(PUMP_FEATURES), produced(PUMP_DEADLETTER)
     common = {"dead_letters": dead_letters, "batch_size": settings.batch_size, "batch_within_s": settings.batch_within_s}
     register_stage_agent(
         app,
         name=PUMP_VIBRATION_RAW,
-        stage=VibrationStage(codec, AssetCatalog.load(settings.assets_file), VibrationLimits(max_samples=settings.max_chunk_samples)),
+        stage=VibrationStage(codec, assets, VibrationLimits(max_samples=settings.max_chunk_samples)),
         source=consumed(PUMP_VIBRATION_RAW),
         sink=features,
         table=table("pump-vibration-state"),
@@ -60,7 +61,7 @@ def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, edge_mo
     register_stage_agent(
         app,
         name=PUMP_FEATURES,
-        stage=EdgeStage(codec, edge_model, edge_version),
+        stage=EdgeStage(codec, edge_model, edge_version, assets),
         source=consumed(PUMP_FEATURES),
         sink=produced(PUMP_SCORES_EDGE),
         table=table("pump-edge-state"),

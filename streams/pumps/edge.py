@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from models.assets import AssetCatalog
 from models.edge import Baseline, EdgeModel, deviations
 from streams.codec import AvroCodec
 from streams.stage import RawMessage, StageResult
@@ -55,14 +56,17 @@ class EdgeStreamState:
 class EdgeStage:
     source_topic = "pump.features"
 
-    def __init__(self, codec: AvroCodec, model: EdgeModel, model_version: str) -> None:
+    def __init__(self, codec: AvroCodec, model: EdgeModel, model_version: str, assets: AssetCatalog | None = None) -> None:
         self.codec = codec
         self.model = model
         self.model_version = model_version
+        self.assets = assets or AssetCatalog()
+
+    def baseline_windows(self, asset_id: str) -> int:
+        return self.assets.for_asset(asset_id).baseline_windows or self.model.baseline_windows
 
     def process(self, messages: Sequence[RawMessage], state: Mapping[str, EdgeStreamState]) -> StageResult[EdgeStreamState]:
         result: StageResult[EdgeStreamState] = StageResult()
-        n_base = self.model.baseline_windows
         # (output index, feature vector, baseline) per feature set, scored together after the loop
         to_score: dict[str, list[tuple[int, np.ndarray, Baseline]]] = defaultdict(list)
         for message in messages:
@@ -100,7 +104,9 @@ class EdgeStage:
                 "baseline_windows": 0,
                 "feature_set": record["feature_set"],
                 "deviations": {},
+                "features": {name: value for name, value in record["features"].items() if np.isfinite(value)},
             }
+            n_base = self.baseline_windows(record["asset_id"])
             if not stream.commissioned:
                 rows = stream.rows if stream.rows.size else np.zeros((0, len(x)))
                 stream.rows = np.vstack([rows, x[None, :]])

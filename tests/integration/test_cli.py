@@ -26,9 +26,9 @@ def test_train_edge_simulate_writes_an_active_verified_model(tmp_path):
     registry = ModelRegistry(tmp_path)
     assert registry.active_version("edge") == report["version"]
     model, meta = registry.load("edge")
-    assert set(model.feature_sets) == {"vibration.v1", "process.v1"}
+    assert set(model.feature_sets) == {"vibration.v2", "process.v1"}
     assert meta["training_data"]["healthy"] is True and meta["baseline_windows"] == 30
-    assert 0.5 < report["metrics"]["vibration.v1"]["threshold"] < 1
+    assert 0.5 < report["metrics"]["vibration.v2"]["threshold"] < 1
 
 
 @pytest.mark.broker

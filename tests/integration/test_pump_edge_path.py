@@ -98,7 +98,7 @@ def test_every_chunk_is_accounted_for(settings, start_worker):
     assert samples['vigil_records_in_total{stage="pump.vibration.raw"}'] == 300
     assert sum(v for k, v in samples.items() if k.startswith("vigil_deadletters_total{")) == len(malformed)
     flagged = Counter(s["feature_set"] for _, s in scores if s["flagged"])
-    for feature_set in ("vibration.v1", "process.v1"):
+    for feature_set in ("vibration.v2", "process.v1"):
         assert samples.get(f'vigil_edge_flagged_total{{feature_set="{feature_set}"}}', 0.0) == flagged[feature_set]
     assert len(consume_all(settings, PUMP_FEATURES, 0, timeout_s=3, stop_early=False)) == 2 * valid_windows
     assert len(consume_all(settings, PUMP_SCORES_EDGE, 0, timeout_s=2, stop_early=False)) == 2 * valid_windows

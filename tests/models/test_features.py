@@ -90,6 +90,37 @@ def test_impulses_at_bpfi_light_up_bpfi_and_not_bpfo():
     assert feature(rows, "envelope_bpfi")[0] > 3.0 * feature(rows, "envelope_bpfo")[0]
 
 
+@pytest.mark.parametrize("fault", ["bpfo", "bpfi"])
+def test_one_faults_harmonics_do_not_count_for_another(fault):
+    # SKF 6205: 3 x BPFO and 2 x BPFI are 0.7 % apart, 2 x BPFO and 3 x BSF 1.4 %:
+    # inside each other's slip bands, so a pure train at one rate used to light up the other.
+    order = ORDERS.bpfo_x if fault == "bpfo" else ORDERS.bpfi_x
+    rows = extract_window_features(impulse_train(order * RPM / 60), FS_HZ, RPM, ORDERS, DEMOD_BAND_HZ)
+    own = feature(rows, f"envelope_{fault}")[0]
+    others = [feature(rows, f"envelope_{name}")[0] for name in ("bpfo", "bpfi", "bsf") if name != fault]
+    assert own > 20.0 * max(others)
+
+
+def test_close_lines_keep_their_nearest_bin_in_short_windows():
+    # PRONOSTIA: 0.1 s windows (10 Hz bins), 2 x BSF = 7.18 and BPFI = 7.39 orders, 6 Hz apart at 1800 rpm.
+    from models.bearing import PRONOSTIA_BEARING
+
+    orders = PRONOSTIA_BEARING.fault_orders()
+    fs, rpm = 25_600.0, 1800.0
+    rng = np.random.default_rng(4)
+    t = np.arange(2560) / fs
+    kernel = np.exp(-2000.0 * t[:256]) * np.sin(2 * np.pi * 6000.0 * t[:256])
+    windows = []
+    for _ in range(8):
+        impacts = np.zeros(2560)
+        start = rng.uniform(0, 60.0 / (orders.bpfi_x * rpm))
+        impacts[(np.arange(start, 0.1, 60.0 / (orders.bpfi_x * rpm)) * fs).astype(int)] = 1.0
+        windows.append(np.convolve(impacts, kernel)[:2560] + 0.05 * rng.standard_normal(2560))
+    rows = extract_window_features(np.array(windows), fs, rpm, orders, (fs / 8, 0.45 * fs))
+    assert (feature(rows, "envelope_bpfi") > feature(rows, "envelope_bsf")).all()
+    assert (feature(rows, "envelope_bpfi") > feature(rows, "envelope_bpfo")).all()
+
+
 def test_noise_alone_shows_no_bearing_line():
     x = np.random.default_rng(2).standard_normal((6, 12_000))
     rows = extract_window_features(x, FS_HZ, RPM, ORDERS, DEMOD_BAND_HZ)

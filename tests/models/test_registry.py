@@ -42,3 +42,48 @@ def test_missing_models_say_so(registry):
         registry.load("edge")
     with pytest.raises(ModelNotFoundError):
         registry.activate("edge", "edge-nope")
+
+
+def test_rollback_restores_the_previously_active_version(registry):
+    first = registry.save("cloud", "a")
+    second = registry.save("cloud", "b", activate=True)
+    third = registry.save("cloud", "c")
+    registry.promote("cloud", third)
+    assert registry.load("cloud")[0] == "c"
+    assert registry.rollback("cloud") == second
+    assert registry.load("cloud")[0] == "b"
+    # A second rollback walks further back, it does not bounce back to the third.
+    assert registry.rollback("cloud") == first
+    with pytest.raises(ModelNotFoundError, match="no earlier active version"):
+        registry.rollback("cloud")
+    assert [h["action"] for h in registry.history("cloud")] == ["save", "save", "promote", "rollback", "rollback"]
+
+
+def test_rollback_to_any_earlier_version(registry):
+    first = registry.save("cloud", "a")
+    registry.save("cloud", "b", activate=True)
+    assert registry.rollback("cloud", to=first) == first
+    assert registry.active_version("cloud") == first
+
+
+def test_rollback_without_an_active_model_is_refused(registry):
+    with pytest.raises(ModelNotFoundError, match="nothing to roll back"):
+        registry.rollback("cloud")
+
+
+def test_metadata_updates_keep_the_artifact_identity(registry):
+    version = registry.save("cloud", {"w": 1}, {"thresholds": {"vibration.v2": 3.0}})
+    registry.update_metadata("cloud", version, {"thresholds": {"vibration.v2": 6.0}})
+    model, meta = registry.load("cloud")
+    assert model == {"w": 1} and meta["thresholds"] == {"vibration.v2": 6.0}
+    with pytest.raises(ValueError, match="sha256"):
+        registry.update_metadata("cloud", version, {"sha256": "0" * 64})
+
+
+def test_a_replaced_artifact_is_refused_even_if_it_unpickles(registry, tmp_path):
+    import pickle
+
+    version = registry.save("edge", {"threshold": 0.7})
+    (tmp_path / "models" / "edge" / version / "model.pkl").write_bytes(pickle.dumps({"threshold": 0.0}))
+    with pytest.raises(ModelIntegrityError, match="refusing to load"):
+        registry.load("edge", version)

@@ -29,7 +29,7 @@ def test_valid_chunks_become_windows_with_key_seq_and_features(stage, chunk, as_
         ("pump-2", 0, 0), ("pump-2", 1, 1), ("pump-2", 2, 2),
     ]
     first = result.outputs[0]
-    assert first["stream"] == "vibration/x" and first["feature_set"] == "vibration.v1" and first["duration_s"] == 1.0
+    assert first["stream"] == "vibration/x" and first["feature_set"] == "vibration.v2" and first["duration_s"] == 1.0
     x = np.frombuffer(chunk(0)["samples"], dtype="<f4").astype(np.float64)
     assert first["features"]["rms_g"] == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-5)
     assert state["pump-1"].last_seq == 4 and state["pump-2"].last_seq == 2

@@ -1,0 +1,266 @@
+"""``vigil models``, ``vigil train pumps``, ``vigil evaluate`` and ``vigil tune``: the model lifecycle from the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from models.features import VIBRATION_FEATURE_SET
+from streams.settings import Settings
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, default=str))
+
+
+# -- vigil models ------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from models.registry import ModelRegistry
+
+    settings = Settings.from_env()
+    registry = ModelRegistry(settings.models_dir)
+    if args.action == "list":
+        tiers = [args.tier] if args.tier else registry.tiers()
+        rows = []
+        for tier in tiers:
+            active = registry.active_version(tier)
+            for meta in registry.versions(tier):
+                rows.append({"tier": tier, "version": meta["version"], "active": meta["version"] == active,
+                             "created_at": meta["created_at"], "thresholds": meta.get("thresholds", {}),
+                             "source": meta.get("source", "")})
+        if args.json:
+            _print_json(rows)
+            return 0
+        table = Table(title=f"models in {settings.models_dir}")
+        for column in ("tier", "version", "active", "created", "thresholds"):
+            table.add_column(column)
+        for r in rows:
+            thresholds = ", ".join(f"{k} {v:.3g}" for k, v in r["thresholds"].items())
+            table.add_row(r["tier"], r["version"], "*" if r["active"] else "", r["created_at"][:19], thresholds)
+        out.print(table)
+        return 0
+    if args.action == "show":
+        meta = registry.metadata(args.tier, args.version)
+        meta["active"] = meta["version"] == registry.active_version(args.tier)
+        meta["history"] = registry.history(args.tier)
+        if args.json:
+            _print_json(meta)
+        else:
+            meta.pop("reference_histograms", None)  # long; --json shows it
+            out.print_json(json.dumps(meta, default=str))
+        return 0
+    if args.action == "promote":
+        registry.promote(args.tier, args.version)
+        message = {"tier": args.tier, "active": args.version}
+    else:
+        message = {"tier": args.tier, "active": registry.rollback(args.tier, args.to)}
+    if args.json:
+        _print_json(message)
+    else:
+        out.print(f"{message['tier']}: active version is now [bold]{message['active']}[/bold]")
+    return 0
+
+
+# -- vigil train pumps ---------------------------------------------------------------
+def _training_config(args: argparse.Namespace, settings: Settings) -> Any:
+    from streams.pump_models import PumpTrainingConfig
+
+    return PumpTrainingConfig(
+        baseline_windows=settings.baseline_windows, edge_quantile=args.edge_quantile, cloud_window=args.cloud_window,
+        cloud_epochs=args.cloud_epochs, cloud_quantile=args.cloud_quantile, seed=args.seed,
+    )
+
+
+def cmd_train_pumps(args: argparse.Namespace, settings: Settings) -> int:
+    from models.registry import ModelRegistry
+    from streams.pump_models import save_pump_models
+
+    config = _training_config(args, settings)
+    if args.pack:
+        from streams.evaluation.pumps import train_run_to_failure
+
+        with console.status(f"training both tiers on {args.pack}"):
+            models = train_run_to_failure(args.pack, bearings=args.bearings, config=config)
+            edge_version, cloud_version = save_pump_models(ModelRegistry(settings.models_dir), models)
+        metrics = {"edge": models.edge_metadata["metrics"], "cloud": models.cloud_metadata["metrics"]}
+    else:
+        from streams.train import train_pumps_simulated
+
+        with console.status("training both tiers on a simulated healthy fleet"):
+            edge_version, cloud_version, metrics = train_pumps_simulated(
+                settings, pumps=args.pumps, windows=args.windows, seed=args.seed, config=config
+            )
+    result = {"edge_version": edge_version, "cloud_version": cloud_version, "models_dir": str(settings.models_dir), "metrics": metrics}
+    if args.json:
+        _print_json(result)
+    else:
+        out.print(f"trained and activated [bold]{edge_version}[/bold] and [bold]{cloud_version}[/bold] in {settings.models_dir}")
+        for tier, per_set in metrics.items():
+            for name, m in per_set.items():
+                windows = m.get("training_windows", m.get("training_sequences"))
+                out.print(f"  {tier} {name}: {windows} healthy windows from {m['streams']} streams, threshold {m['threshold']:.3f}")
+    return 0
+
+
+# -- vigil evaluate -------------------------------------------------------------------
+def _policy(args: argparse.Namespace, settings: Settings) -> Any:
+    policy = settings.alert_policy()
+    changes = {k: v for k, v in {"confirm_k": args.confirm_k, "confirm_n": args.confirm_n, "quiet_s": args.quiet_s}.items() if v is not None}
+    return replace(policy, **changes)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.target == "pumps":
+        from streams.evaluation.pumps import evaluate_run_to_failure
+        from streams.pump_models import load_pump_models
+
+        active = load_pump_models(settings.models_dir)
+        with console.status(f"replaying {args.pack} through the cascade"):
+            report = evaluate_run_to_failure(
+                args.pack, (active.edge, active.edge_version), (active.cloud, active.cloud_version),
+                cloud_thresholds=active.cloud_thresholds, policy=_policy(args, settings),
+            )
+        if args.json:
+            _print_json(report)
+            return 0
+        table = Table(title=f"{report['detected']}/{report['assets']} detected, {report['false_alarm_assets']} false-alarm assets, "
+                            f"median lead {report['median_lead_fraction']} of life ({report['median_lead_hours']} h)")
+        for column in ("asset", "life h", "episodes", "false alarm", "detected at", "lead h", "lead"):
+            table.add_column(column)
+        for a in report["per_asset"]:
+            table.add_row(a["asset"], f"{a['life_hours']:.2f}", str(a["episodes"]), "yes" if a["false_alarm"] else "",
+                          f"{a['first_episode_fraction']:.1%}" if a["detected"] else "-",
+                          f"{a['lead_hours']:.2f}" if a["detected"] else "-", f"{a['lead_fraction']:.1%}" if a["detected"] else "-")
+        out.print(table)
+        out.print(f"cloud tier saw {report['cloud_fraction']:.2%} of scored windows")
+        return 0
+    if args.target == "cwru":
+        from streams.evaluation.cwru import evaluate_cwru
+
+        report = evaluate_cwru(args.pack)
+        if args.json:
+            _print_json(report)
+        else:
+            out.print(f"inner/outer race: {report['ir_or_accuracy']:.1%} of {report['ir_or_records']} records; "
+                      f"ball: {report['ball_accuracy']:.1%} of {report['ball_records']}")
+            out.print(f"confusion (true -> diagnosed): {report['confusion']}")
+        return 0
+    from streams.evaluation.skab import evaluate_skab
+
+    with console.status(f"SKAB protocol on {args.data}"):
+        report = evaluate_skab(args.data, policy=_policy(args, settings))
+    if args.json:
+        _print_json(report)
+    else:
+        out.print(f"F1 {report['f1']:.3f}, FAR {report['far']:.2%}, MAR {report['mar']:.2%} over {report['files']} files "
+                  f"({report['test_rows']} test rows); cloud tier saw {report['cloud_fraction']:.2%} of rows")
+    return 0
+
+
+# -- vigil tune -----------------------------------------------------------------------
+def cmd_tune(args: argparse.Namespace) -> int:
+    from models.costs import CostModel
+    from models.registry import ModelRegistry
+    from streams.evaluation.pumps import DEFAULT_CANDIDATES, tune_run_to_failure
+    from streams.pump_models import CLOUD_TIER, load_pump_models
+
+    settings = Settings.from_env()
+    active = load_pump_models(settings.models_dir)
+    costs = CostModel(args.unplanned_failure, args.planned_repair, args.false_alarm, args.asset_life_years)
+    candidates = args.candidates or sorted(set(DEFAULT_CANDIDATES) | {round(v, 3) for v in active.cloud_thresholds.values()})
+    with console.status(f"evaluating {len(candidates)} thresholds on {args.pack}"):
+        rows, best = tune_run_to_failure(
+            args.pack, (active.edge, active.edge_version), (active.cloud, active.cloud_version),
+            candidates=candidates, costs=costs, policy=_policy(args, settings),
+        )
+    registry = ModelRegistry(settings.models_dir)
+    feature_set = args.feature_set
+    if not args.dry_run:
+        meta = registry.metadata(CLOUD_TIER, active.cloud_version)
+        thresholds = {**meta.get("thresholds", {}), feature_set: best.threshold}
+        registry.update_metadata(CLOUD_TIER, active.cloud_version, {
+            "thresholds": thresholds,
+            "tuning": {"pack": str(args.pack), "feature_set": feature_set, "costs": costs.__dict__,
+                       "chosen": best.as_dict(), "table": [r.as_dict() for r in rows]},
+        })
+    result = {"model_version": active.cloud_version, "feature_set": feature_set, "written": not args.dry_run,
+              "costs": costs.__dict__, "chosen": best.as_dict(), "table": [r.as_dict() for r in rows]}
+    if args.json:
+        _print_json(result)
+        return 0
+    table = Table(title=f"expected cost per asset-year ({feature_set}, cloud tier of {active.cloud_version})")
+    for column in ("threshold", "recall", "missed", "false alarms", "FA / asset-year", "cost / asset-year"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        style = "bold green" if r == best else None
+        table.add_row(f"{r.threshold:g}", f"{r.recall:.0%}", str(r.missed_failures), str(r.false_alarms),
+                      f"{r.false_alarms_per_asset_year:.2f}", f"{r.annual_cost_per_asset:,.0f}", style=style)
+    out.print(table)
+    verb = "would write" if args.dry_run else "wrote"
+    out.print(f"cheapest: threshold {best.threshold:g} ({best.annual_cost_per_asset:,.0f} per asset-year); {verb} it into {active.cloud_version}")
+    return 0
+
+
+def _policy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--confirm-k", type=int, default=None, help="confirmations needed (default VIGIL_ALERT_CONFIRM_K)")
+    p.add_argument("--confirm-n", type=int, default=None, help="of the last n flagged windows (default VIGIL_ALERT_CONFIRM_N)")
+    p.add_argument("--quiet-s", type=float, default=None, help="event-time seconds without confirmation that close an episode")
+
+
+def add_model_commands(sub: Any) -> None:
+    p = sub.add_parser("models", help="list, show, promote or roll back models in the registry (VIGIL_MODELS)")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("list")
+    a.add_argument("--tier", default=None)
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("show")
+    a.add_argument("tier")
+    a.add_argument("version", nargs="?", default=None, help="default: the active one")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("promote", help="make a version the active one")
+    a.add_argument("tier")
+    a.add_argument("version")
+    a.add_argument("--json", action="store_true")
+    a = actions.add_parser("rollback", help="re-activate the previously active version (or --to one)")
+    a.add_argument("tier")
+    a.add_argument("--to", default=None)
+    a.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("evaluate", help="run a published protocol through the cascade and report")
+    p.add_argument("target", choices=["pumps", "skab", "cwru"])
+    p.add_argument("--pack", help="PRONOSTIA-layout (pumps) or CWRU-layout (cwru) .npz")
+    p.add_argument("--data", help="SKAB data folder (valve1/, valve2/, other/)")
+    _policy_options(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tune", help="choose the cloud threshold by expected cost on a run-to-failure pack")
+    p.add_argument("--pack", required=True)
+    p.add_argument("--feature-set", default=VIBRATION_FEATURE_SET)
+    p.add_argument("--candidates", type=float, nargs="+", default=None)
+    p.add_argument("--unplanned-failure", type=float, default=15_000.0)
+    p.add_argument("--planned-repair", type=float, default=3_000.0)
+    p.add_argument("--false-alarm", type=float, default=500.0, help="cost of one false-alarm inspection")
+    p.add_argument("--asset-life-years", type=float, default=1.0, help="service years one record's life stands for")
+    p.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
+    _policy_options(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tune)
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pack", default=None, help="train both pump tiers on a PRONOSTIA-layout run-to-failure pack")
+    p.add_argument("--bearings", nargs="+", default=None, help="only these bearings of the pack")
+    p.add_argument("--edge-quantile", type=float, default=0.995)
+    p.add_argument("--cloud-window", type=int, default=16)
+    p.add_argument("--cloud-epochs", type=int, default=20)
+    p.add_argument("--cloud-quantile", type=float, default=0.99)

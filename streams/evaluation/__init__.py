@@ -1,0 +1,1 @@
+"""`vigil evaluate`: the published protocols (PRONOSTIA, SKAB, CWRU) run through the workers' own stages."""

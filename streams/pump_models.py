@@ -1,0 +1,170 @@
+"""Fitting both pump tiers from feature windows, through the same stages the workers run.
+
+The edge tier is fitted first; the cloud tier then learns from the deviation
+vectors the fitted edge stage actually emits (rounded as on the wire), so it
+trains on exactly what it will see in the stream.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from models.assets import AssetCatalog
+from models.cloud import CloudModel
+from models.edge import EdgeModel, fit_feature_set
+from models.registry import ModelNotFoundError, ModelRegistry
+from models.training import FEATURE_NAMES, fingerprint, fit_cloud_model, reference_histograms
+from streams.offline import OfflinePumpPipeline
+
+StreamKey = tuple[str, str]  # (asset_id, stream)
+
+
+@dataclass(frozen=True)
+class PumpTrainingConfig:
+    baseline_windows: int = 30  # per stream, unless the asset catalog says otherwise
+    edge_quantile: float = 0.995
+    cloud_window: int = 16
+    cloud_hidden: int = 32
+    cloud_epochs: int = 20
+    cloud_quantile: float = 0.99
+    # Learn from the baseline windows' own deviations too (SKAB: one 400-row healthy span per asset).
+    train_on_baseline: bool = False
+    seed: int = 0
+
+
+@dataclass
+class PumpModels:
+    edge: EdgeModel
+    cloud: CloudModel
+    edge_metadata: dict[str, Any]
+    cloud_metadata: dict[str, Any]
+
+
+def windows_by_stream(features: Sequence[Mapping[str, Any]]) -> dict[str, dict[StreamKey, list[Mapping[str, Any]]]]:
+    """{feature set: {(asset, stream): windows in seq order}}."""
+    grouped: dict[str, dict[StreamKey, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for w in features:
+        grouped[w["feature_set"]][(w["asset_id"], w["stream"])].append(w)
+    return {fs: {key: sorted(ws, key=lambda w: w["seq"]) for key, ws in sorted(streams.items())} for fs, streams in grouped.items()}
+
+
+def fit_pump_models(
+    features: Sequence[Mapping[str, Any]],
+    *,
+    assets: AssetCatalog | None = None,
+    healthy_until: Callable[[StreamKey, int], int | None] = lambda key, n: None,
+    config: PumpTrainingConfig = PumpTrainingConfig(),
+    source: Mapping[str, Any] | None = None,
+) -> PumpModels:
+    """Fit the edge and cloud tiers from feature windows of a fleet.
+
+    ``healthy_until(stream key, windows in the stream)`` gives the first window
+    (seq) not known to be healthy, or None when the whole stream is healthy.
+    """
+    assets = assets or AssetCatalog()
+    grouped = windows_by_stream(features)
+    if not grouped:
+        raise ValueError("no feature windows to train on")
+
+    def baseline(asset_id: str) -> int:
+        return assets.for_asset(asset_id).baseline_windows or config.baseline_windows
+
+    edge_sets, edge_metrics, ends = {}, {}, {}
+    for fs, streams in grouped.items():
+        names = FEATURE_NAMES[fs]
+        X = [np.array([[w["features"].get(n, np.nan) for n in names] for w in ws]) for ws in streams.values()]
+        for key, ws in streams.items():
+            ends[key] = healthy_until(key, len(ws))
+        model = fit_feature_set(
+            X, names, [baseline(a) for a, _ in streams], healthy_until=[ends[k] for k in streams],
+            train_on_baseline=config.train_on_baseline, random_state=config.seed, threshold_quantile=config.edge_quantile,
+        )
+        edge_sets[fs] = model
+        edge_metrics[fs] = {
+            "streams": len(streams),
+            "training_windows": int(len(model.scorer.training_scores_)),
+            "threshold": model.scorer.threshold_,
+            "training_score_p50": float(np.median(model.scorer.training_scores_)),
+        }
+    edge = EdgeModel(feature_sets=edge_sets, baseline_windows=config.baseline_windows)
+
+    scored = OfflinePumpPipeline(assets=assets, edge=(edge, "training")).feed_features(list(features)).scores
+    deviations: dict[str, dict[StreamKey, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    if config.train_on_baseline:
+        # The edge stage publishes no deviations while commissioning; compute the baseline windows'
+        # own, against the finished baseline, rounded as the stage rounds them on the wire.
+        for fs, streams in grouped.items():
+            model = edge_sets[fs]
+            for key, ws in streams.items():
+                X = np.array([[w["features"].get(n, np.nan) for n in model.feature_names] for w in ws[: baseline(key[0])]])
+                for z in np.round(model.fit_baseline(X).deviations(X, model.log_mask), 3):
+                    deviations[fs][key].append(z)
+    for s in sorted(scored, key=lambda s: (s["asset_id"], s["stream"], s["seq"])):
+        key = (s["asset_id"], s["stream"])
+        end = ends.get(key)
+        if s["state"] == "SCORED" and (end is None or s["seq"] < end):
+            names = FEATURE_NAMES[s["feature_set"]]
+            deviations[s["feature_set"]][key].append(np.array([s["deviations"].get(n, 0.0) for n in names]))
+    healthy = {fs: [np.vstack(rows) for rows in streams.values()] for fs, streams in deviations.items()}
+    cloud, cloud_metrics = fit_cloud_model(
+        healthy, FEATURE_NAMES, window=config.cloud_window, hidden=config.cloud_hidden, epochs=config.cloud_epochs,
+        threshold_quantile=config.cloud_quantile, random_state=config.seed,
+    )
+    pooled = {fs: np.vstack(arrays) for fs, arrays in healthy.items()}
+    common = {
+        "source": dict(source or {}),
+        "training_config": asdict(config),
+        "training_data_fingerprint": fingerprint(pooled[fs] for fs in sorted(pooled)),
+        "feature_sets": {fs: list(FEATURE_NAMES[fs]) for fs in grouped},
+        "reference_histograms": {fs: reference_histograms(Z, FEATURE_NAMES[fs]) for fs, Z in pooled.items()},
+    }
+    return PumpModels(
+        edge=edge,
+        cloud=cloud,
+        edge_metadata={**common, "baseline_windows": config.baseline_windows,
+                       "thresholds": {fs: m.scorer.threshold_ for fs, m in edge_sets.items()}, "metrics": edge_metrics},
+        cloud_metadata={**common, "window": config.cloud_window,
+                        "thresholds": {fs: s.threshold_ for fs, s in cloud.feature_sets.items()}, "metrics": cloud_metrics},
+    )
+
+
+EDGE_TIER = "edge"
+CLOUD_TIER = "cloud"
+
+
+@dataclass
+class ActivePumpModels:
+    edge: EdgeModel
+    edge_version: str
+    cloud: CloudModel
+    cloud_version: str
+    cloud_thresholds: dict[str, float]  # tuned ones from the metadata, else the training quantile
+
+
+class NoPumpModels(RuntimeError):
+    pass
+
+
+def save_pump_models(registry: ModelRegistry, models: PumpModels, *, activate: bool = True) -> tuple[str, str]:
+    """Both tiers into the registry; the cloud version records the edge version it was trained behind."""
+    edge_version = registry.save(EDGE_TIER, models.edge, models.edge_metadata, activate=activate)
+    cloud_version = registry.save(CLOUD_TIER, models.cloud, {**models.cloud_metadata, "edge_version": edge_version}, activate=activate)
+    return edge_version, cloud_version
+
+
+def load_pump_models(models_dir: str | Path) -> ActivePumpModels:
+    registry = ModelRegistry(models_dir)
+    try:
+        edge, edge_meta = registry.load(EDGE_TIER)
+        cloud, cloud_meta = registry.load(CLOUD_TIER)
+    except ModelNotFoundError as exc:
+        raise NoPumpModels(
+            f"{exc}; train both tiers with `vigil train pumps --pack PATH` or `vigil train pumps --simulate` "
+            "(or set VIGIL_MODELS to a registry that has them)"
+        ) from None
+    thresholds = {fs: float(v) for fs, v in cloud_meta.get("thresholds", {}).items()}
+    return ActivePumpModels(edge, edge_meta["version"], cloud, cloud_meta["version"], thresholds)
