@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench evaluation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtest.bench_edge_path
+
+# Regenerates docs/evaluation.md from ../shared/datasets (VIGIL_DATASETS moves it); about 5 minutes.
+evaluation: $(STAMP)
+	$(BIN)/python -m streams.evaluation.report --out docs/evaluation.md
 
 clean:
 	rm -rf $(VENV) .vigil vigil-report

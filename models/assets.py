@@ -41,6 +41,10 @@ class AssetConfig:
       rejected as out of range (default 200 g).
     - ``baseline_windows``: commissioning windows per stream, the asset's own
       baseline for the edge tier (default: the edge model's).
+    - ``process_window_samples``: each process window describes the trailing
+      mean of this many samples (default 1: every sample as it is). Process
+      sensors sampled every second are noisy; a short average trades a few
+      seconds of delay for far fewer single-sample flags (SKAB, docs/evaluation.md).
     """
 
     bearing: BearingGeometry = SKF_6205
@@ -49,6 +53,7 @@ class AssetConfig:
     slip_tolerance: float = 0.02
     max_abs_g: float = 200.0
     baseline_windows: int | None = None
+    process_window_samples: int = 1
 
     def __post_init__(self) -> None:
         if self.window_s <= 0:
@@ -57,6 +62,8 @@ class AssetConfig:
             raise ValueError(f"slip_tolerance must be in (0, 0.2), got {self.slip_tolerance}")
         if self.max_abs_g <= 0:
             raise ValueError(f"max_abs_g must be > 0, got {self.max_abs_g}")
+        if self.process_window_samples < 1:
+            raise ValueError(f"process_window_samples must be >= 1, got {self.process_window_samples}")
         if self.baseline_windows is not None and self.baseline_windows < 2:
             raise ValueError(f"baseline_windows must be >= 2, got {self.baseline_windows}")
         if self.demod_band_hz is not None and not 0 <= self.demod_band_hz[0] < self.demod_band_hz[1]:

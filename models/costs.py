@@ -81,7 +81,24 @@ def cost_table(
 
 
 def cheapest(rows: Sequence[CostRow]) -> CostRow:
-    """The lowest expected cost; ties go to the higher threshold (fewer alerts for the same money)."""
+    """The lowest expected cost. When a run of neighbouring thresholds ties, the middle one:
+    a threshold at either edge of the plateau is one noisy window away from a costlier outcome.
+
+    >>> rows = [CostRow(float(t), 1.0, 0, 0, 0.0, c) for t, c in [(1, 3500.0), (2, 3000.0), (3, 3000.0), (4, 3000.0), (5, 15000.0)]]
+    >>> cheapest(rows).threshold
+    3.0
+    """
     if not rows:
         raise ValueError("no candidate thresholds")
-    return min(rows, key=lambda r: (r.annual_cost_per_asset, -r.threshold))
+    ordered = sorted(rows, key=lambda r: r.threshold)
+    best = min(r.annual_cost_per_asset for r in ordered)
+    runs: list[list[CostRow]] = []
+    for i, r in enumerate(ordered):
+        if r.annual_cost_per_asset != best:
+            continue
+        if runs and ordered[i - 1].annual_cost_per_asset == best:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    widest = max(runs, key=len)
+    return widest[(len(widest) - 1) // 2]

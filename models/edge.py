@@ -66,7 +66,7 @@ class Baseline:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, X: np.ndarray, log_mask: np.ndarray) -> "Baseline":
+    def fit(cls, X: np.ndarray, log_mask: np.ndarray, log_scale_floor: float = LOG_SCALE_FLOOR) -> "Baseline":
         if len(X) < 2:
             raise ValueError(f"a baseline needs at least 2 windows, got {len(X)}")
         Y = to_baseline_space(X, log_mask)
@@ -75,7 +75,7 @@ class Baseline:
             # A feature never seen during commissioning keeps a NaN center: it then never counts as deviating.
             center = np.nanmedian(Y, axis=0)
             mad = np.nanmedian(np.abs(Y - center), axis=0) * MAD_TO_SD
-        floor = np.where(log_mask, LOG_SCALE_FLOOR, np.maximum(LINEAR_SCALE_FLOOR * np.nan_to_num(np.abs(center)), ABSOLUTE_SCALE_FLOOR))
+        floor = np.where(log_mask, log_scale_floor, np.maximum(LINEAR_SCALE_FLOOR * np.nan_to_num(np.abs(center)), ABSOLUTE_SCALE_FLOOR))
         scale = np.maximum(np.where(np.isfinite(mad), mad, 0.0), floor)
         return cls(center=center, scale=scale)
 
@@ -143,17 +143,26 @@ class EdgeScorer:
 
 @dataclass
 class FeatureSetModel:
-    """The scorer for one feature set (vibration.v2, process.v1)."""
+    """The scorer for one feature set (vibration.v2, process.v1).
+
+    ``feature_names`` are the features it compares with the baseline: all of
+    the set's, or a subset chosen at training time (the others still travel
+    with the window, e.g. envelope ratios for diagnosis)."""
 
     feature_names: tuple[str, ...]
     scorer: EdgeScorer
+    log_scale_floor: float = LOG_SCALE_FLOOR
     log_mask: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.log_mask = _log_mask(self.feature_names)
 
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("log_scale_floor", LOG_SCALE_FLOOR)  # artifacts saved before the floor was a setting
+        self.__dict__.update(state)
+
     def fit_baseline(self, X: np.ndarray) -> Baseline:
-        return Baseline.fit(X, self.log_mask)
+        return Baseline.fit(X, self.log_mask, self.log_scale_floor)
 
     def score_many(self, Z: np.ndarray) -> np.ndarray:
         """Scores of deviation vectors (n, features)."""
@@ -180,6 +189,8 @@ def fit_feature_set(
     train_on_baseline: bool = False,
     random_state: int = 0,
     threshold_quantile: float = 0.995,
+    n_estimators: int = 100,
+    log_scale_floor: float = LOG_SCALE_FLOOR,
 ) -> FeatureSetModel:
     """Fit a feature set's scorer from healthy windows, each asset standardized against its own first windows.
 
@@ -190,7 +201,8 @@ def fit_feature_set(
     for protocols that give only one short healthy span per asset (SKAB: the
     first 400 rows are both the baseline and the training data).
     """
-    model = FeatureSetModel(tuple(feature_names), EdgeScorer(random_state=random_state, threshold_quantile=threshold_quantile))
+    scorer = EdgeScorer(n_estimators=n_estimators, random_state=random_state, threshold_quantile=threshold_quantile)
+    model = FeatureSetModel(tuple(feature_names), scorer, log_scale_floor)
     n_assets = len(per_asset_features)
     bases = [int(baseline_windows)] * n_assets if isinstance(baseline_windows, (int, np.integer)) else [int(b) for b in baseline_windows]
     ends = list(healthy_until) if healthy_until is not None else [None] * n_assets

@@ -57,6 +57,10 @@ VIBRATION_FEATURES: tuple[str, ...] = (
     *(f"envelope_{name}" for name in FAULT_NAMES),
 )
 CHUNK_WINDOWS = 32
+# Energies only (level, band energies, envelope lines): the vibration features that grow with wear.
+VIBRATION_ENERGY_FEATURES: tuple[str, ...] = (
+    "rms_g", "std_g", "peak_g", *(f"band_energy_{k}" for k in range(N_BANDS)), *(f"envelope_{name}" for name in FAULT_NAMES)
+)
 
 PROCESS_INPUTS: tuple[str, ...] = (
     "pressure_bar",

@@ -110,14 +110,18 @@ def cmd_train_pumps(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- vigil evaluate -------------------------------------------------------------------
-def _policy(args: argparse.Namespace, settings: Settings) -> Any:
-    policy = settings.alert_policy()
+def _policy(args: argparse.Namespace, settings: Settings, base: Any = None) -> Any:
+    policy = base if base is not None else settings.alert_policy()
     changes = {k: v for k, v in {"confirm_k": args.confirm_k, "confirm_n": args.confirm_n, "quiet_s": args.quiet_s}.items() if v is not None}
     return replace(policy, **changes)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    needed = "--data" if args.target == "skab" else "--pack"
+    if not (args.data if args.target == "skab" else args.pack):
+        console.print(f"[red]error:[/red] `vigil evaluate {args.target}` needs {needed} (see README: Models, evaluation and thresholds)")
+        return 2
     if args.target == "pumps":
         from streams.evaluation.pumps import evaluate_run_to_failure
         from streams.pump_models import load_pump_models
@@ -153,10 +157,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       f"ball: {report['ball_accuracy']:.1%} of {report['ball_records']}")
             out.print(f"confusion (true -> diagnosed): {report['confusion']}")
         return 0
-    from streams.evaluation.skab import evaluate_skab
+    from streams.evaluation.skab import SKAB_POLICY, evaluate_skab
 
     with console.status(f"SKAB protocol on {args.data}"):
-        report = evaluate_skab(args.data, policy=_policy(args, settings))
+        report = evaluate_skab(args.data, policy=_policy(args, settings, base=SKAB_POLICY))
     if args.json:
         _print_json(report)
     else:

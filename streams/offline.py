@@ -71,7 +71,7 @@ class OfflinePumpPipeline:
             raise ValueError("the cloud tier needs the edge tier in front of it")
         self.codec = codec or AvroCodec()
         self.vibration = VibrationStage(self.codec, assets)
-        self.process = ProcessStage(self.codec)
+        self.process = ProcessStage(self.codec, assets=assets)
         self.edge = EdgeStage(self.codec, edge[0], edge[1], assets) if edge else None
         self.cloud = CloudStage(self.codec, cloud[0], cloud[1], cloud_thresholds) if cloud else None
         self.alerts = AlertStage(self.codec, policy) if cloud else None

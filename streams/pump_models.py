@@ -17,6 +17,7 @@ from models.assets import AssetCatalog
 from models.cloud import CloudModel
 from models.edge import EdgeModel, fit_feature_set
 from models.registry import ModelNotFoundError, ModelRegistry
+from models.features import PROCESS_FEATURE_SET, VIBRATION_ENERGY_FEATURES, VIBRATION_FEATURE_SET
 from models.training import FEATURE_NAMES, fingerprint, fit_cloud_model, reference_histograms
 from streams.offline import OfflinePumpPipeline
 
@@ -25,15 +26,29 @@ StreamKey = tuple[str, str]  # (asset_id, stream)
 
 @dataclass(frozen=True)
 class PumpTrainingConfig:
+    """Hyper-parameters of both tiers; the defaults are the fleet settings measured in docs/evaluation.md."""
+
     baseline_windows: int = 30  # per stream, unless the asset catalog says otherwise
-    edge_quantile: float = 0.995
+    # Features compared with the baseline, per feature set (None: all of the set's). The default
+    # leaves out vibration shape statistics (crest factor, skewness, kurtosis, spectral centroid):
+    # on PRONOSTIA their healthy wander raised early false alarms (docs/evaluation.md).
+    vibration_features: tuple[str, ...] | None = VIBRATION_ENERGY_FEATURES
+    process_features: tuple[str, ...] | None = None
+    log_scale_floor: float = 0.12  # log10 units: a 30 % spread at least
+    edge_trees: int = 500
+    edge_quantile: float = 0.999
     cloud_window: int = 16
-    cloud_hidden: int = 32
-    cloud_epochs: int = 20
-    cloud_quantile: float = 0.99
+    cloud_hidden: int = 16
+    cloud_epochs: int = 10
+    cloud_quantile: float = 0.7
+    cloud_threshold: float | None = None  # a fixed calibrated score instead of the quantile
     # Learn from the baseline windows' own deviations too (SKAB: one 400-row healthy span per asset).
     train_on_baseline: bool = False
     seed: int = 0
+
+    def features_of(self, feature_set: str) -> tuple[str, ...]:
+        chosen = {VIBRATION_FEATURE_SET: self.vibration_features, PROCESS_FEATURE_SET: self.process_features}.get(feature_set)
+        return tuple(chosen) if chosen is not None else FEATURE_NAMES[feature_set]
 
 
 @dataclass
@@ -75,13 +90,14 @@ def fit_pump_models(
 
     edge_sets, edge_metrics, ends = {}, {}, {}
     for fs, streams in grouped.items():
-        names = FEATURE_NAMES[fs]
+        names = config.features_of(fs)
         X = [np.array([[w["features"].get(n, np.nan) for n in names] for w in ws]) for ws in streams.values()]
         for key, ws in streams.items():
             ends[key] = healthy_until(key, len(ws))
         model = fit_feature_set(
             X, names, [baseline(a) for a, _ in streams], healthy_until=[ends[k] for k in streams],
             train_on_baseline=config.train_on_baseline, random_state=config.seed, threshold_quantile=config.edge_quantile,
+            n_estimators=config.edge_trees, log_scale_floor=config.log_scale_floor,
         )
         edge_sets[fs] = model
         edge_metrics[fs] = {
@@ -107,20 +123,25 @@ def fit_pump_models(
         key = (s["asset_id"], s["stream"])
         end = ends.get(key)
         if s["state"] == "SCORED" and (end is None or s["seq"] < end):
-            names = FEATURE_NAMES[s["feature_set"]]
+            names = edge_sets[s["feature_set"]].feature_names
             deviations[s["feature_set"]][key].append(np.array([s["deviations"].get(n, 0.0) for n in names]))
     healthy = {fs: [np.vstack(rows) for rows in streams.values()] for fs, streams in deviations.items()}
+    names_of = {fs: m.feature_names for fs, m in edge_sets.items()}
     cloud, cloud_metrics = fit_cloud_model(
-        healthy, FEATURE_NAMES, window=config.cloud_window, hidden=config.cloud_hidden, epochs=config.cloud_epochs,
+        healthy, names_of, window=config.cloud_window, hidden=config.cloud_hidden, epochs=config.cloud_epochs,
         threshold_quantile=config.cloud_quantile, random_state=config.seed,
     )
+    if config.cloud_threshold is not None:
+        for fs, scorer in cloud.feature_sets.items():
+            scorer.threshold_ = float(config.cloud_threshold)
+            cloud_metrics[fs]["threshold"] = scorer.threshold_
     pooled = {fs: np.vstack(arrays) for fs, arrays in healthy.items()}
     common = {
         "source": dict(source or {}),
         "training_config": asdict(config),
         "training_data_fingerprint": fingerprint(pooled[fs] for fs in sorted(pooled)),
-        "feature_sets": {fs: list(FEATURE_NAMES[fs]) for fs in grouped},
-        "reference_histograms": {fs: reference_histograms(Z, FEATURE_NAMES[fs]) for fs, Z in pooled.items()},
+        "feature_sets": {fs: list(names) for fs, names in names_of.items()},
+        "reference_histograms": {fs: reference_histograms(Z, names_of[fs]) for fs, Z in pooled.items()},
     }
     return PumpModels(
         edge=edge,

@@ -89,8 +89,10 @@ def render(results: dict[str, Any]) -> str:
         "through the same stage classes the workers run (records encoded and decoded as on the wire), so these are "
         "the numbers the stream produces. `vigil evaluate pumps|skab|cwru --json` gives each one alone.",
         "",
-        "Settings are the defaults users get, the same for every data set and every asset: training "
-        f"(`PumpTrainingConfig`) {json.dumps(cfg)}; alert policy (`VIGIL_ALERT_*`) {json.dumps(pol)}.",
+        "PRONOSTIA runs with the defaults users get (`vigil train pumps`, the same for every bearing): training "
+        f"(`PumpTrainingConfig`) {json.dumps(cfg)}; alert policy (`VIGIL_ALERT_*`) {json.dumps(pol)}. "
+        "SKAB runs with its own profile (below): its protocol trains one model per file on 400 one-second rows, "
+        "a different regime from a fleet model of vibration snapshots.",
         "",
         "## PRONOSTIA (FEMTO) run-to-failure bearings: `vigil evaluate pumps --pack P`",
         "",
@@ -119,6 +121,21 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Cascade funnel: {json.dumps(ins['funnel'])}.",
         "",
+        "### What these numbers do not show",
+        "",
+        "- Three bearings (1_2, 3_1, 3_2) are caught only in their last 2-5 % of life, as the naive rule catches "
+        "them: they fail abruptly. The median lead rests on 1_1, 2_1 and 2_2, and the median of six on Bearing2_1.",
+        "- The settings were chosen looking at these six bearings (in-sample and leave-one-out), so leave-one-out "
+        "overstates how well they generalize. In a stricter nested test during tuning (settings chosen on five "
+        "bearings, then scored on the sixth; tuning harness, two seeds) the outcome ranged from 6/6 with no false alarm "
+        "and a 20 % median lead down to 5/6 with one false alarm (Bearing1_1) and a 5 % median lead.",
+        "- The working window is narrow (measured during tuning): an edge quantile of 0.998, a log-scale floor of "
+        "0.05-0.11 or 100 trees instead of 500 each bring a false alarm on some seed.",
+        "- On this data the cloud tier confirms almost every window the edge tier flags (see the funnel and the flat "
+        "cost table): false alarms are held off by the edge threshold and the k-of-n policy. Higher cloud thresholds "
+        "only remove the mid-life detections. The cascade's saving here is compute: the cloud tier runs on a sixth of "
+        "the windows, almost all of them late in life.",
+        "",
         "### Cost-based threshold (`vigil tune --pack P`)",
         "",
         "Expected cost per asset-year of each candidate cloud threshold (costs "
@@ -143,6 +160,13 @@ def render(results: dict[str, Any]) -> str:
         f"({s['anomaly_fraction']:.1%} anomalous); the cloud tier saw {s['cloud_fraction']:.1%} of rows; "
         f"{s['dead_letters']} rows were dead-lettered as physically impossible (pressure below vacuum) and predicted from the "
         f"episode around them. {s['seconds']} s.",
+        "",
+        f"SKAB profile (`streams/evaluation/skab.py`), one set for all 34 files: each window is the trailing mean of "
+        f"{s['process_window_samples']} samples; training {json.dumps({k: v for k, v in s['training'].items() if k != 'vibration_features'})}; "
+        f"alert policy {json.dumps(s['policy'])}. These settings were chosen on SKAB itself, as the leaderboard's were; "
+        "when they were chosen on half the files and tested on the other half (20 random splits, measured with the "
+        "tuning harness rather than this pipeline), the unseen halves averaged about F1 0.80, FAR 13.6 %, MAR 24.9 %: "
+        "expect that on new test beds.",
         "",
         "| folder | F1 | FAR | MAR |",
         "|---|---|---|---|",
@@ -178,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.datasets)
     settings = Settings.from_env({})  # the documented defaults, not this shell's overrides
     config = PumpTrainingConfig(baseline_windows=settings.baseline_windows)
-    skab, skab_s = _timed(evaluate_skab, data / "skab", policy=settings.alert_policy())
+    skab, skab_s = _timed(evaluate_skab, data / "skab")  # the SKAB profile (streams/evaluation/skab.py)
     results = {
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

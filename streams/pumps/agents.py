@@ -51,7 +51,7 @@ def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, edge_mo
     register_stage_agent(
         app,
         name=PUMP_PROCESS_RAW,
-        stage=ProcessStage(codec),
+        stage=ProcessStage(codec, assets=assets),
         source=consumed(PUMP_PROCESS_RAW),
         sink=features,
         table=table("pump-process-state"),

@@ -27,7 +27,8 @@ def test_train_pumps_writes_both_tiers_with_their_metadata(trained_registry):
     meta = registry.metadata("cloud")
     assert meta["edge_version"] == report["edge_version"]
     assert len(meta["training_data_fingerprint"]) == 64 and meta["feature_sets"]["vibration.v2"][0] == "rms_g"
-    fractions = meta["reference_histograms"]["vibration.v2"]["fractions"]["kurtosis"]
+    fractions = meta["reference_histograms"]["vibration.v2"]["fractions"]["envelope_bpfo"]
+    assert "kurtosis" not in meta["feature_sets"]["vibration.v2"]  # the default compares energies only
     assert sum(fractions) == pytest.approx(1.0, abs=1e-4)
     assert meta["thresholds"]["vibration.v2"] == meta["metrics"]["vibration.v2"]["threshold"]
     assert meta["source"]["bearings"] == [f"pump-{i:03d}" for i in range(6)]

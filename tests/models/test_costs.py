@@ -24,10 +24,13 @@ def test_configurable_costs_change_the_choice():
     assert cheapest(dear_inspections).threshold == 5.0  # 3,000 + 10 x 5,000 = 53,000 > 9,000
 
 
-def test_ties_go_to_the_higher_threshold():
-    same = outcomes([True], [0])
-    rows = cost_table([2.0, 4.0], lambda t: same)
-    assert cheapest(rows).threshold == 4.0
+def test_a_tie_goes_to_the_middle_of_the_cheapest_plateau():
+    caught, missed = outcomes([True], [0]), outcomes([False], [0])
+    table = {1.0: missed, 2.0: caught, 3.0: caught, 4.0: caught, 5.0: caught, 6.0: caught, 8.0: missed}
+    assert cheapest(cost_table(table, table.get)).threshold == 4.0
+    # The widest plateau wins over a lone cheap threshold.
+    table = {1.0: caught, 2.0: missed, 3.0: caught, 4.0: caught, 5.0: caught}
+    assert cheapest(cost_table(table, table.get)).threshold == 4.0
 
 
 def test_invalid_cost_models_are_refused():

@@ -64,3 +64,21 @@ def test_time_going_backwards_and_duplicates(run):
 def test_missing_sensors_are_fine(run):
     result, _ = run([sample(0, voltage_v=None, vibration1_rms_g=None)])
     assert result.dead_letters == [] and len(result.outputs) == 1
+
+
+def test_a_trailing_mean_window_averages_the_last_samples_across_batches(codec, as_messages):
+    from models.assets import AssetCatalog
+
+    stage = ProcessStage(codec, assets=AssetCatalog.from_mapping({"assets": {"pump-1": {"process_window_samples": 3}}}))
+    records = [sample(n) | {"flow_l_min": 600.0 + 30.0 * n, "current_a": None if n == 1 else 10.0} for n in range(5)]
+    state = {}
+    outputs = []
+    for batch in ([records[0], records[1]], records[2:]):
+        result = stage.process(as_messages(batch, topic="pump.process.raw", schema="vigil.pumps.ProcessSample"), state)
+        state = {k: ProcessAssetState.from_bytes(v.to_bytes()) for k, v in result.state_updates.items()}
+        outputs += result.outputs
+    flows = [o["features"]["flow_l_min"] for o in outputs]
+    assert flows == pytest.approx([600.0, 615.0, 630.0, 660.0, 690.0])  # means of 1, 2, then 3 samples
+    assert [o["first_input_seq"] for o in outputs] == [0, 0, 0, 1, 2]
+    assert [o["last_input_seq"] for o in outputs] == [0, 1, 2, 3, 4]
+    assert outputs[1]["features"]["current_a"] == pytest.approx(10.0)  # a missing reading is left out of the mean
