@@ -35,6 +35,7 @@ import numpy as np
 import scipy.signal
 
 from models.bearing import SKF_6205, BearingGeometry
+from models.packs import RunToFailureRecord
 
 FaultKind = Literal["outer", "inner"]
 DEFAULT_START_TS_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: reproducible event time unless told otherwise
@@ -108,7 +109,6 @@ class PumpSimulator:
         spec, st = self.spec, self._state
         fs = spec.fs_hz
         t = t0_s + np.arange(n) / fs
-        shaft = self.shaft_hz(t)
         # Integrate speed for phase so the speed wander stays continuous across chunks.
         rev = spec.rpm / 60.0 * (t + 0.002 * 300.0 / (2 * np.pi) * (1 - np.cos(2 * np.pi * t / 300.0)))
         theta = 2 * np.pi * rev
@@ -318,11 +318,9 @@ class FleetSimulator:
 
 def simulate_run_to_failure(
     fleet: list[PumpSpec], *, snapshots: int, period_s: float, samples: int, seed: int = 0
-) -> list["RunToFailureRecord"]:
+) -> list[RunToFailureRecord]:
     """Periodic snapshots of each pump on two channels (independent noise, the same machine),
     as a run-to-failure pack records them; pumps with a fault end at their worst."""
-    from models.packs import RunToFailureRecord
-
     records = []
     for i, spec in enumerate(fleet):
         channels = [PumpSimulator(spec, seed, i), PumpSimulator(spec, seed, 10_000 + i)]

@@ -102,9 +102,9 @@ def render(results: dict[str, Any]) -> str:
         "the end of the record; the lead is the end of record minus that opening. Fleet models learn from the "
         "windows between each training bearing's baseline and 30 % of its life.",
         "",
-        f"Floor to beat (issue 4, a naive log-RMS rule): 6/6 detected, 0 false-alarm assets, median lead 4 % of life.",
+        "Floor to beat (issue 4, a naive log-RMS rule): 6/6 detected, 0 false-alarm assets, median lead 4 % of life.",
         "",
-        f"### Leave one bearing out (models never saw the bearing they are judged on)",
+        "### Leave one bearing out (models never saw the bearing they are judged on)",
         "",
         f"**{lobo['detected']}/{lobo['assets']} detected, {lobo['false_alarm_assets']} false-alarm assets, median lead "
         f"{lobo['median_lead_fraction']:.1%} of life ({lobo['median_lead_hours']:.2f} h).** Six trainings, {lobo['seconds']} s.",

@@ -3,7 +3,6 @@ import pytest
 
 from streams.offline import OfflinePumpPipeline
 from streams.pumps.cloud import CloudStage, CloudStreamState
-from tests.fixtures.models import BASELINE_WINDOWS
 
 TOPIC, SCHEMA = "pump.scores.edge", "vigil.pumps.EdgeScore"
 
