@@ -88,3 +88,22 @@ def test_evaluate_cwru_json(cwru_pack):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert {"ir_or_records", "ir_or_accuracy", "ball_records", "ball_accuracy"} <= set(report)
+
+
+def test_an_edge_and_cloud_pair_that_do_not_fit_together_is_refused(trained_registry, synthetic_packs, tmp_path):
+    import shutil
+
+    from streams.pump_models import EDGE_TIER, PumpTrainingConfig, fit_pump_models
+    from streams.evaluation.pumps import pack_features, pack_lives, protocol_assets
+
+    env, _ = trained_registry
+    copy = tmp_path / "registry"
+    shutil.copytree(env["VIGIL_MODELS"], copy)
+    (train, _), (pack, _) = synthetic_packs
+    assets = protocol_assets(pack_lives(train))
+    every_feature = fit_pump_models(pack_features(train, assets), assets=assets, healthy_until=lambda key, n: int(0.3 * n),
+                                    config=PumpTrainingConfig(vibration_features=None, cloud_epochs=1))
+    registry = ModelRegistry(copy)
+    registry.save(EDGE_TIER, every_feature.edge, every_feature.edge_metadata, activate=True)  # promoted alone
+    out = vigil("evaluate", "pumps", "--pack", str(pack), env={"VIGIL_MODELS": str(copy)})
+    assert out.returncode == 2 and "trained behind" in out.stderr
