@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
@@ -26,7 +26,7 @@ from streams.evaluation.pumps import (
     train_run_to_failure,
     tune_run_to_failure,
 )
-from streams.evaluation.skab import evaluate_skab
+from streams.evaluation.skab import SKAB_POLICY, SKAB_TRAINING, SkabSettings, evaluate_skab, skab_files
 from streams.pump_models import PumpTrainingConfig
 from streams.settings import Settings
 
@@ -64,6 +64,18 @@ def pronostia_section(pack: Path, config: PumpTrainingConfig, settings: Settings
     }
     return {"in_sample": in_sample, "leave_one_bearing_out": lobo, "tuning": {"costs": asdict(costs), "table": [r.as_dict() for r in rows],
             "chosen": best.as_dict()}, "train_seconds": train_s, "evaluate_seconds": eval_s}
+
+
+def skab_frontier(directory: Path) -> list[dict[str, Any]]:
+    """The SKAB profile's two decisive knobs one step either way: FAR and MAR trade against each other."""
+    files = skab_files(directory)
+    rows = []
+    for quiet_s in (25.0, 30.0):
+        for threshold in (5.0, 5.5, 6.0):
+            settings = SkabSettings(training=replace(SKAB_TRAINING, cloud_threshold=threshold), policy=replace(SKAB_POLICY, quiet_s=quiet_s))
+            report = evaluate_skab(directory, settings=settings, files=files)
+            rows.append({"quiet_s": quiet_s, "cloud_threshold": threshold, "f1": report["f1"], "far": report["far"], "mar": report["mar"]})
+    return rows
 
 
 def _pumps_table(per_asset: list[dict[str, Any]]) -> list[str]:
@@ -172,6 +184,18 @@ def render(results: dict[str, Any]) -> str:
         "|---|---|---|---|",
         *[f"| {k} | {v['f1']:.3f} | {v['far']:.2%} | {v['mar']:.2%} |" for k, v in s["per_folder"].items()],
         "",
+        "Sensitivity of the two decisive knobs (same run): along this frontier FAR and MAR trade point for point, "
+        "and no neighbouring setting has both FAR <= 10 % and MAR <= 25 % (issue 4's goal).",
+        "",
+        "| quiet period (s) | cloud threshold | F1 | FAR | MAR |",
+        "|---|---|---|---|---|",
+        *[f"| {r['quiet_s']:g} | {r['cloud_threshold']:g} | {r['f1']:.3f} | {r['far']:.2%} | {r['mar']:.2%} |" for r in s.get("frontier", [])],
+        "",
+        "Where the misses and false alarms come from (measured per file during tuning): nearly all false alarms fall "
+        "after a labelled anomaly ends, mostly in other/ (rotor imbalance, water level, leaks), where the loop does not "
+        "return to its commissioning state; valve1/2, valve1/4 and other/13 are never detected; other/2's anomaly starts "
+        "at row 104, inside its training rows; in the valve files flow moves 40-60 s after the labelled onset.",
+        "",
         "Leaderboard (waico/SKAB README), F1 / FAR / MAR: Conv-AE 0.78 / 13.55 % / 28.02 %; MSET 0.78 / 39.73 % / 14.13 %; "
         "T2+Q 0.76 / 26.62 % / 24.92 %; LSTM-AE 0.74 / 29.96 % / 25.92 %; Isolation Forest 0.29 / 2.56 % / 82.89 %; "
         "always-anomaly 0.698 / 100 % / 0 %.",
@@ -203,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env({})  # the documented defaults, not this shell's overrides
     config = PumpTrainingConfig(baseline_windows=settings.baseline_windows)
     skab, skab_s = _timed(evaluate_skab, data / "skab")  # the SKAB profile (streams/evaluation/skab.py)
+    skab["frontier"] = skab_frontier(data / "skab")
     results = {
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
