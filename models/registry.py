@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 ARTIFACT = "model.pkl"
+# The pump topology's tiers; named here so a worker can name a tier without importing its model code (torch).
+EDGE_TIER = "edge"
+CLOUD_TIER = "cloud"
 METADATA = "meta.json"
 ACTIVE = "ACTIVE"
 HISTORY = "HISTORY.json"

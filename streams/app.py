@@ -8,9 +8,8 @@ import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from models.edge import EdgeModel
-from models.registry import ModelNotFoundError, ModelRegistry
+from models.registry import EDGE_TIER, ModelNotFoundError, ModelRegistry
 from streams.codec import AvroCodec, codec_from_settings
-from streams.pump_models import EDGE_TIER
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)

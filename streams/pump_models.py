@@ -16,7 +16,7 @@ import numpy as np
 from models.assets import AssetCatalog
 from models.cloud import CloudModel
 from models.edge import EdgeModel, fit_feature_set
-from models.registry import ModelNotFoundError, ModelRegistry
+from models.registry import CLOUD_TIER, EDGE_TIER, ModelNotFoundError, ModelRegistry
 from models.features import PROCESS_FEATURE_SET, VIBRATION_ENERGY_FEATURES, VIBRATION_FEATURE_SET
 from models.training import FEATURE_NAMES, fingerprint, fit_cloud_model, reference_histograms
 from streams.offline import OfflinePumpPipeline
@@ -152,9 +152,6 @@ def fit_pump_models(
                         "thresholds": {fs: s.threshold_ for fs, s in cloud.feature_sets.items()}, "metrics": cloud_metrics},
     )
 
-
-EDGE_TIER = "edge"
-CLOUD_TIER = "cloud"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -39,6 +39,13 @@ class Rejection:
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
             raise ValueError(f"unknown reason code {self.reason!r}")
+
+
+def unsupported_feature_set(tier: str, model_version: str, scored: Iterable[str], record: Mapping[str, Any]) -> Rejection:
+    """A window of a feature set the tier's model was not trained on: dead-lettered, never mis-scored."""
+    return Rejection(
+        "unsupported_feature_set", f"{tier} model {model_version} scores {sorted(scored)}, not {record['feature_set']}", record["asset_id"]
+    )
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,11 @@ def score_episodes(
             "lead_hours": round((life.end_ms - first) / 3.6e6, 3) if first is not None else None,
             "lead_fraction": round((life.end_ms - first) / life.duration_ms, 4) if first is not None else None,
         })
+    return fleet_summary(per_asset)
+
+
+def fleet_summary(per_asset: list[dict[str, Any]]) -> dict[str, Any]:
+    """The protocol's fleet figures from per-asset rows (those of ``score_episodes``)."""
     detected = [a for a in per_asset if a["detected"]]
     return {
         "assets": len(per_asset),
@@ -201,11 +206,19 @@ def evaluate_run_to_failure(
     protocol: RunToFailureProtocol = RunToFailureProtocol(),
 ) -> dict[str, Any]:
     lives, output = run_cascade(path, edge, cloud, cloud_thresholds=cloud_thresholds, policy=policy, bearings=bearings, protocol=protocol)
+    return summarize_run(lives, output, (edge[1], cloud[1]), policy, protocol)
+
+
+def summarize_run(
+    lives: Mapping[str, AssetLife], output: OfflineOutput, versions: tuple[str, str], policy: AlertPolicyConfig,
+    protocol: RunToFailureProtocol = RunToFailureProtocol(),
+) -> dict[str, Any]:
+    """The JSON report of one cascade run: the protocol's figures, the funnel, model versions and policy."""
     report = score_episodes(output.alerts, lives, protocol)
     funnel = cascade_funnel(output)
     report["cloud_fraction"] = funnel["cloud_fraction"]
     report["funnel"] = funnel
-    report["models"] = {"edge": edge[1], "cloud": cloud[1]}
+    report["models"] = {"edge": versions[0], "cloud": versions[1]}
     report["policy"] = policy.__dict__ | {"severity_margins": list(policy.severity_margins)}
     return report
 
@@ -229,6 +242,19 @@ def tune_run_to_failure(
     Every record is taken to end in a failure (the layout's meaning). The cascade runs
     once; each candidate then replays the alert policy over the recorded cloud scores."""
     lives, output = run_cascade(path, edge, cloud, policy=policy, bearings=bearings, protocol=protocol)
+    return price_thresholds(lives, output, candidates=candidates, costs=costs, policy=policy, protocol=protocol)
+
+
+def price_thresholds(
+    lives: Mapping[str, AssetLife],
+    output: OfflineOutput,
+    *,
+    candidates: Iterable[float] = DEFAULT_CANDIDATES,
+    costs: CostModel = CostModel(),
+    policy: AlertPolicyConfig = AlertPolicyConfig(),
+    protocol: RunToFailureProtocol = RunToFailureProtocol(),
+) -> tuple[list[CostRow], CostRow]:
+    """``tune_run_to_failure`` over a cascade run already made."""
 
     def outcomes_at(threshold: float) -> list[AssetOutcome]:
         report = score_episodes(replay_alerts(output.cloud_scores, threshold, policy), lives, protocol)

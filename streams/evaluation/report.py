@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 from models.costs import CostModel
@@ -22,9 +21,12 @@ from streams.evaluation.cwru import evaluate_cwru
 from streams.evaluation.pumps import (
     DEFAULT_CANDIDATES,
     evaluate_run_to_failure,
+    fleet_summary,
     pack_lives,
+    price_thresholds,
+    run_cascade,
+    summarize_run,
     train_run_to_failure,
-    tune_run_to_failure,
 )
 from streams.evaluation.skab import SKAB_POLICY, SKAB_TRAINING, SkabSettings, evaluate_skab, skab_files
 from streams.pump_models import PumpTrainingConfig
@@ -39,11 +41,12 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 def pronostia_section(pack: Path, config: PumpTrainingConfig, settings: Settings) -> dict[str, Any]:
     policy = settings.alert_policy()
     models, train_s = _timed(train_run_to_failure, pack, config=config)
-    in_sample, eval_s = _timed(evaluate_run_to_failure, pack, (models.edge, "in-sample"), (models.cloud, "in-sample"), policy=policy)
+    (lives, output), eval_s = _timed(run_cascade, pack, (models.edge, "in-sample"), (models.cloud, "in-sample"), policy=policy)
+    in_sample = summarize_run(lives, output, ("in-sample", "in-sample"), policy)
     costs = CostModel()
-    (rows, best), _ = _timed(tune_run_to_failure, pack, (models.edge, "in-sample"), (models.cloud, "in-sample"),
-                              candidates=sorted(set(DEFAULT_CANDIDATES) | {round(t, 3) for t in models.cloud_metadata["thresholds"].values()}),
-                              costs=costs, policy=policy)
+    # The same run prices the thresholds: cloud scores do not depend on the threshold being tried.
+    rows, best = price_thresholds(lives, output, costs=costs, policy=policy,
+                                  candidates=sorted(set(DEFAULT_CANDIDATES) | {round(t, 3) for t in models.cloud_metadata["thresholds"].values()}))
     held_out = []
     started = time.perf_counter()
     bearings = sorted(pack_lives(pack))
@@ -52,16 +55,7 @@ def pronostia_section(pack: Path, config: PumpTrainingConfig, settings: Settings
         fold = train_run_to_failure(pack, bearings=others, config=config)
         report = evaluate_run_to_failure(pack, (fold.edge, "fold"), (fold.cloud, "fold"), policy=policy, bearings=[bearing])
         held_out.append(report["per_asset"][0] | {"cloud_fraction": report["cloud_fraction"]})
-    detected = [a for a in held_out if a["detected"]]
-    lobo = {
-        "assets": len(held_out),
-        "detected": len(detected),
-        "false_alarm_assets": sum(a["false_alarm"] for a in held_out),
-        "median_lead_fraction": round(median(a["lead_fraction"] for a in detected), 4) if detected else None,
-        "median_lead_hours": round(median(a["lead_hours"] for a in detected), 3) if detected else None,
-        "per_asset": held_out,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    lobo = fleet_summary(held_out) | {"seconds": round(time.perf_counter() - started, 1)}
     return {"in_sample": in_sample, "leave_one_bearing_out": lobo, "tuning": {"costs": asdict(costs), "table": [r.as_dict() for r in rows],
             "chosen": best.as_dict()}, "train_seconds": train_s, "evaluate_seconds": eval_s}
 

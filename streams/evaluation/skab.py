@@ -160,7 +160,7 @@ def evaluate_file(f: SkabFile, settings: SkabSettings) -> dict[str, Any]:
     out = pipeline.feed_features(features.features)
     predicted = episode_rows(out.alerts, [w["last_input_seq"] for w in features.features], len(f.records))
     test = slice(TRAIN_ROWS, None)
-    scored = [c for c in out.cloud_scores]
+    scored = out.cloud_scores
     return {
         "file": f"{f.folder}/{f.name}",
         "rows": len(f.records) - TRAIN_ROWS,

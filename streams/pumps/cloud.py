@@ -20,7 +20,7 @@ from streams.codec import AvroCodec
 from streams.pumps.edge import state_key
 from streams.stage import RawMessage, StageResult
 from streams.state import pack_state, unpack_state
-from streams.validation import Rejection
+from streams.validation import unsupported_feature_set
 
 SCHEMA = "vigil.pumps.EdgeScore"
 
@@ -68,14 +68,7 @@ class CloudStage:
                 continue
             scorer = self.model.for_feature_set(record["feature_set"])
             if scorer is None:
-                result.reject(
-                    message,
-                    Rejection(
-                        "unsupported_feature_set",
-                        f"cloud model {self.model_version} scores {sorted(self.model.feature_sets)}, not {record['feature_set']}",
-                        record["asset_id"],
-                    ),
-                )
+                result.reject(message, unsupported_feature_set("cloud", self.model_version, self.model.feature_sets, record))
                 continue
             names = scorer.feature_names_
             z = np.array([record["deviations"].get(name, 0.0) for name in names], dtype=np.float64)

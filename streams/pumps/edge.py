@@ -18,7 +18,7 @@ from models.edge import Baseline, EdgeModel, deviations
 from streams.codec import AvroCodec
 from streams.stage import RawMessage, StageResult
 from streams.state import pack_state, unpack_state
-from streams.validation import Rejection
+from streams.validation import unsupported_feature_set
 
 SCHEMA = "vigil.pumps.FeatureWindow"
 
@@ -75,14 +75,7 @@ class EdgeStage:
                 continue
             feature_set = self.model.for_feature_set(record["feature_set"])
             if feature_set is None:
-                result.reject(
-                    message,
-                    Rejection(
-                        "unsupported_feature_set",
-                        f"edge model {self.model_version} scores {sorted(self.model.feature_sets)}, not {record['feature_set']}",
-                        record["asset_id"],
-                    ),
-                )
+                result.reject(message, unsupported_feature_set("edge", self.model_version, self.model.feature_sets, record))
                 continue
             key = state_key(record["asset_id"], record["stream"])
             stream = result.pending_state(key, state) or EdgeStreamState(feature_set=record["feature_set"])
