@@ -3,8 +3,9 @@
     python -m loadtest.bench_worker [--pumps 40] [--steps 100] [--workers 1 2] [--json]
 
 Uses VIGIL_BROKER when set, else starts the embedded broker. The backlog is
-produced first; the clock runs from the first record a worker consumes to the
-last edge verdict, read from the workers' /metrics, so start-up is not counted.
+produced first; the clock runs from the first record a worker consumes until
+every stage of the cascade (features, edge, cloud, alerts, trends) has
+consumed all of it, read from the workers' /metrics, so start-up is not counted.
 Reported: records/s for each worker count and the ratio to one worker.
 """
 from __future__ import annotations
@@ -43,11 +44,17 @@ def run(settings, n_workers: int, expected_scores: int, log_dir: Path) -> dict[s
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             samples = [scrape(p) for p in ports]
-            consumed = sum(s.get('vigil_records_in_total{stage="pump.vibration.raw"}', 0) for s in samples)
-            scored = sum(s.get('vigil_records_out_total{stage="pump.features"}', 0) for s in samples)
+            def total(name: str, stage: str) -> float:
+                return sum(s.get(f'{name}{{stage="{stage}"}}', 0) for s in samples)
+
+            consumed = total("vigil_records_in_total", "pump.vibration.raw")
             if consumed and first is None:
                 first = time.monotonic()
-            if scored >= expected_scores:
+            cloud_out = total("vigil_records_out_total", "pump.scores.edge")
+            if (total("vigil_records_out_total", "pump.features") >= expected_scores
+                    and total("vigil_records_in_total", "pump.scores.edge") >= expected_scores
+                    and total("vigil_records_in_total", "pump.trends") >= expected_scores
+                    and total("vigil_records_in_total", "pump.scores.cloud") >= cloud_out > 0):
                 last = time.monotonic()
                 break
             time.sleep(0.05)
@@ -75,7 +82,7 @@ def main() -> None:
     from streams.producer import RecordProducer, publish_simulation
     from streams.settings import Settings
     from streams.topics import ensure_topics
-    from streams.train import train_edge_simulated
+    from streams.train import train_pumps_simulated
 
     results = {}
     with ExitStack() as stack:
@@ -85,7 +92,7 @@ def main() -> None:
             broker = stack.enter_context(EmbeddedBroker(data_dir=tmp / "broker"))
             settings = settings.with_broker(broker.bootstrap)
         settings = replace(settings, models_dir=tmp / "models", partitions=8, retention_ms=3_600_000)
-        train_edge_simulated(settings, pumps=8, windows=80)
+        train_pumps_simulated(settings, pumps=8, windows=80)
         for n in args.workers:
             run_settings = replace(settings, app_id=f"bench-{n}-{time.time_ns()}", topic_prefix=f"bench{n}-{time.time_ns()}.")
             ensure_topics(run_settings)

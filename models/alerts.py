@@ -41,6 +41,9 @@ class AlertPolicyConfig:
     confirm_k: int = 3
     confirm_n: int = 5
     quiet_s: float = 3600.0
+    # Only flagged windows this recent (event time) count towards k of n; None: any of the last n.
+    # Without it, sparse captures let three stray confirmations days apart open an episode.
+    confirm_within_s: float | None = None
     # Severity by the episode's peak cloud score above the cloud threshold, in the
     # score's own unit (robust sd of the healthy log reconstruction error).
     severity_margins: tuple[float, float, float] = (2.0, 5.0, 10.0)
@@ -50,6 +53,8 @@ class AlertPolicyConfig:
             raise ValueError(f"need 1 <= confirm_k <= confirm_n, got k={self.confirm_k}, n={self.confirm_n}")
         if self.quiet_s <= 0:
             raise ValueError(f"quiet_s must be > 0, got {self.quiet_s}")
+        if self.confirm_within_s is not None and self.confirm_within_s <= 0:
+            raise ValueError(f"confirm_within_s must be > 0, got {self.confirm_within_s}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class Episode:
 class AlertAssetState:
     recent: list[bool] = field(default_factory=list)  # confirmed?, per flagged window, oldest first
     episode: Episode | None = None
+    recent_ts_ms: list[int] = field(default_factory=list)  # event time of each of ``recent``
 
 
 @dataclass(frozen=True)
@@ -138,10 +144,19 @@ class AlertPolicy:
         if episode is not None and window.ts_ms - episode.last_confirmed_ts_ms > cfg.quiet_s * 1000.0:
             events.append(self._event(window, episode, "CLOSE"))
             state.episode = episode = None
-            state.recent = []
+            state.recent, state.recent_ts_ms = [], []
         if not window.flagged:
             return events
+        # State written before recent_ts_ms existed: its windows count as recent.
+        missing = len(state.recent) - len(state.recent_ts_ms)
+        stamps = [window.ts_ms] * missing + state.recent_ts_ms if missing >= 0 else state.recent_ts_ms[-missing:]
         state.recent = (state.recent + [window.confirmed])[-cfg.confirm_n :]
+        state.recent_ts_ms = (stamps + [window.ts_ms])[-cfg.confirm_n :]
+        if cfg.confirm_within_s is not None:
+            since = window.ts_ms - cfg.confirm_within_s * 1000.0
+            kept = [i for i, ts in enumerate(state.recent_ts_ms) if ts >= since]
+            state.recent = [state.recent[i] for i in kept]
+            state.recent_ts_ms = [state.recent_ts_ms[i] for i in kept]
         if not window.confirmed:
             return events
         if episode is None:

@@ -30,6 +30,7 @@ def register_stage_agent(
     decode_state: Callable[[bytes], Any],
     batch_size: int,
     batch_within_s: float,
+    offload: bool = False,
 ) -> Any:
     """Register a Faust agent that runs ``stage`` over batches from ``source``.
 
@@ -38,6 +39,9 @@ def register_stage_agent(
     changelog; offsets are committed after that (Faust flushes the producer
     before every commit). A crash can therefore only replay records, and the
     replayed ones are recognised by their (asset, seq) and skipped.
+
+    ``offload`` runs the stage in a thread (for stages whose compute, like a torch
+    forward pass, would otherwise hold the event loop through a whole batch).
 
     Outputs are encoded with the topics' registered Faust codecs and handed
     straight to the producer: measured here, Faust's ``Topic.send`` machinery
@@ -98,7 +102,11 @@ def register_stage_agent(
             metrics.OFFSET_JUMPS.labels(name).inc(continuity.accepted_jumps - jumps_before)
             if not messages:
                 continue
-            result = process_isolating_errors(stage.process, messages, state, on_error=log_processing_error)
+            if offload:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    None, process_isolating_errors, stage.process, messages, state, log_processing_error)
+            else:
+                result = process_isolating_errors(stage.process, messages, state, on_error=log_processing_error)
             outgoing = [(sink_name, r["asset_id"].encode(), codecs.dumps(sink_codec, r)) for r in result.outputs]
             outgoing += [(dead_letter_name, d["key"], codecs.dumps(dead_letter_codec, d)) for d in result.dead_letters]
             await publish_until_delivered(outgoing)

@@ -146,7 +146,35 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import DemoOptions, run_demo
 
-    return run_demo(DemoOptions(pumps=args.pumps, steps=args.steps, max_seconds=args.max_seconds, seed=args.seed, json=args.json))
+    return run_demo(DemoOptions(
+        pumps=args.pumps, faulty=args.faulty, days=args.days, capture_interval_s=args.capture_interval_s,
+        pack=Path(args.pack) if args.pack else None, use_registry=args.use_registry, max_seconds=args.max_seconds,
+        seed=args.seed, json=args.json, report_dir=Path(args.report_dir),
+    ))
+
+
+def cmd_alerts_tail(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from streams.alerts_tail import format_alert, tail_alerts
+    from streams.codec import codec_from_settings
+
+    settings = Settings.from_env()
+    out = Console(highlight=False)
+    stop = _stop_event()
+
+    def show(alert: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(alert), flush=True)
+        else:
+            out.print(format_alert({**alert, "asset_id": escape(alert["asset_id"]), "kind": escape(alert["kind"])}))
+
+    tail_alerts(
+        settings, codec_from_settings(settings.schema_registry), show, from_beginning=args.from_beginning,
+        max_alerts=args.max, idle_timeout_s=args.timeout_s, should_stop=stop.is_set,
+        on_undecodable=lambda reason: console.print(f"[yellow]skipped a record that is not an Alert[/yellow]: {reason}", soft_wrap=True),
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,12 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_commands(sub)
 
-    p = sub.add_parser("demo", help="broker + worker + simulated fleet, then a table per pump")
-    p.add_argument("--pumps", type=int, default=12)
-    p.add_argument("--steps", type=int, default=150, help="1 s chunks per pump")
-    p.add_argument("--max-seconds", type=float, default=120.0, help="wall-clock bound for the whole run")
+    p = sub.add_parser("alerts", help="read the alerts topic")
+    alerts_sub = p.add_subparsers(dest="alerts_command", required=True)
+    p = alerts_sub.add_parser("tail", help="follow alerts as they are published (Ctrl-C stops)")
+    p.add_argument("--from-beginning", action="store_true", help="start from the oldest alert kept, not from now")
+    p.add_argument("--max", type=int, default=None, help="stop after this many alert records")
+    p.add_argument("--timeout-s", type=float, default=None, help="stop after this long with nothing new")
+    p.add_argument("--json", action="store_true", help="one JSON object per alert record")
+    p.set_defaults(func=cmd_alerts_tail)
+
+    p = sub.add_parser("demo", help="the pump cascade end to end: broker, models, worker, a simulated week; summary and HTML report")
+    p.add_argument("--pumps", type=int, default=50)
+    p.add_argument("--faulty", type=int, default=3, help="pumps that develop a bearing fault")
+    p.add_argument("--days", type=float, default=7.0, help="simulated days of event time")
+    p.add_argument("--capture-interval-s", type=float, default=1800.0, help="event time between a pump's 1 s captures")
+    p.add_argument("--pack", default=None, help="replay a PRONOSTIA-layout pack instead of the simulator")
+    p.add_argument("--use-registry", action="store_true", help="run the registry's active models (VIGIL_MODELS) instead of training")
+    p.add_argument("--max-seconds", type=float, default=300.0, help="wall-clock bound for the whole run")
+    p.add_argument("--report-dir", default="vigil-report")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--json", action="store_true", help="print the per-pump table as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -85,7 +85,8 @@ MALFORMED_VIBRATION: dict[str, MalformedMaker] = {
     "empty": _encoded(lambda v: {**v, "samples": b""}),
     "oversized": _oversized,
     "non_positive_fs": _encoded(lambda v: {**v, "fs_hz": 0.0}),
-    "timestamp_backwards": _encoded(lambda v: {**v, "ts_ms": v["ts_ms"] - 10_000}),
+    # A day back: before the previous chunk whether chunks are back to back or periodic captures.
+    "timestamp_backwards": _encoded(lambda v: {**v, "ts_ms": v["ts_ms"] - 86_400_000}),
     "out_of_range": _encoded(_out_of_range),
 }
 # A second way to be undecodable: samples that are not whole float32 values.

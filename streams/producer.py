@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from streams.codec import AvroCodec
 from streams.settings import Settings
@@ -82,15 +82,27 @@ def publish_simulation(
     producer: RecordProducer,
     simulator: Any,
     steps: int | None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Publish ``steps`` steps of a FleetSimulator (None: until ``should_stop``); options as ``publish_steps``."""
+    return publish_steps(producer, simulator.steps(steps), **options)
+
+
+def publish_steps(
+    producer: RecordProducer,
+    steps: Iterable[list[Any]],
     *,
     rate_per_s: float = 0.0,
     malformed_fraction: float = 0.0,
     duplicate_fraction: float = 0.0,
     seed: int = 0,
     on_step: Any = None,
+    on_sent: Any = None,
     should_stop: Any = None,
 ) -> dict[str, Any]:
-    """Publish ``steps`` steps of a FleetSimulator; optionally inject malformed copies and re-sends.
+    """Publish steps of records (each a list of SimulatedRecord-like ``kind, key, value``); optionally
+    inject malformed copies and re-sends. ``on_sent(record)`` is called after each valid record is handed
+    to the producer.
 
     Returns counts: records, vibration, process, malformed (per expected reason), duplicates, per_asset (records sent).
     """
@@ -105,10 +117,10 @@ def publish_simulation(
     seen_channel: set[str] = set()
     pacer = Pacer(rate_per_s)
     step = 0
-    while steps is None or step < steps:
+    for records in steps:
         if should_stop is not None and should_stop():
             break
-        for record in simulator.step():
+        for record in records:
             topic = RAW_TOPIC_OF_KIND[record.kind]
             if record.kind == "vibration" and malformed_fraction > 0 and rng.random() < malformed_fraction:
                 choices = reasons if record.key in seen_channel else [r for r in reasons if r != "timestamp_backwards"]
@@ -120,6 +132,8 @@ def publish_simulation(
                 per_asset[record.key] = per_asset.get(record.key, 0) + 1
             value = producer.codec.encode(producer.settings.topic(topic), SCHEMA_OF_TOPIC[topic], record.value)
             producer.send_raw(topic, record.key.encode(), value)
+            if on_sent is not None:
+                on_sent(record)
             stats[record.kind] += 1
             stats["records"] += 1
             per_asset[record.key] = per_asset.get(record.key, 0) + 1

@@ -95,6 +95,7 @@ class Settings:
     alert_confirm_k: int = 3
     alert_confirm_n: int = 5
     alert_quiet_s: float = 3600.0
+    alert_confirm_within_s: float | None = None  # only flagged windows this recent count towards k of n
     max_chunk_samples: int = 240_000
     batch_size: int = 256
     batch_within_s: float = 0.05
@@ -158,7 +159,8 @@ class Settings:
     def alert_policy(self) -> "AlertPolicyConfig":
         from models.alerts import AlertPolicyConfig
 
-        return AlertPolicyConfig(confirm_k=self.alert_confirm_k, confirm_n=self.alert_confirm_n, quiet_s=self.alert_quiet_s)
+        return AlertPolicyConfig(confirm_k=self.alert_confirm_k, confirm_n=self.alert_confirm_n, quiet_s=self.alert_quiet_s,
+                                 confirm_within_s=self.alert_confirm_within_s)
 
     def with_broker(self, bootstrap: str) -> "Settings":
         return replace(self, broker_hosts=tuple(parse_broker_url(bootstrap)))
@@ -195,6 +197,20 @@ class Settings:
             conf[mapping[key]] = value
         conf.update(extra)
         return conf
+
+    def reader_config(self, group_id: str, *, from_beginning: bool = True, **extra: Any) -> dict[str, Any]:
+        """A confluent-kafka consumer configuration for a downstream reader that commits nothing."""
+        return self.confluent_config(**{
+            "group.id": group_id,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+            "log.connection.close": False,
+            # noida-db ignores fetch size limits and was measured answering 131-266 MB fetches to a
+            # consumer starting on a backlog; librdkafka's default 100 MB cap then stalls it for good.
+            "receive.message.max.bytes": 1_000_000_000,
+            **extra,
+        })
 
     def faust_credentials(self) -> tuple[Any, Any]:
         """(broker_credentials, ssl_context) for Faust, from the same variables."""

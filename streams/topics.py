@@ -20,6 +20,7 @@ PUMP_FEATURES = "pump.features"
 PUMP_SCORES_EDGE = "pump.scores.edge"
 PUMP_SCORES_CLOUD = "pump.scores.cloud"
 ALERTS = "alerts"
+PUMP_TRENDS = "pump.trends"
 PUMP_DEADLETTER = "pump.deadletter"
 
 
@@ -38,6 +39,7 @@ PUMP_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PUMP_SCORES_EDGE, "vigil.pumps.EdgeScore", "edge-tier Isolation Forest verdicts"),
     TopicSpec(PUMP_SCORES_CLOUD, "vigil.pumps.CloudScore", "cloud-tier LSTM autoencoder verdicts on flagged windows"),
     TopicSpec(ALERTS, "vigil.common.Alert", "alert episodes: open, update, close; ids deterministic"),
+    TopicSpec(PUMP_TRENDS, "vigil.pumps.PumpTrend", "hourly trend buckets per pump with the rolling week; latest revision per (asset, hour) wins"),
     TopicSpec(PUMP_DEADLETTER, "vigil.common.DeadLetter", "rejected pump records, with reason and original bytes"),
 )
 

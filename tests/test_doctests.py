@@ -3,7 +3,8 @@ import importlib
 
 import pytest
 
-MODULES = ["models.features", "models.edge", "models.cloud", "models.alerts", "models.costs", "models.diagnosis", "streams.delivery"]
+MODULES = ["models.features", "models.edge", "models.cloud", "models.alerts", "models.costs", "models.diagnosis", "models.trends",
+           "streams.delivery", "streams.alerts_tail", "streams.demo_report"]
 
 
 @pytest.mark.parametrize("name", MODULES)

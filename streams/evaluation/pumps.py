@@ -72,13 +72,18 @@ def pack_lives(path: str | Path, bearings: Iterable[str] | None = None) -> dict[
     return lives
 
 
-def protocol_assets(lives: Mapping[str, AssetLife], protocol: RunToFailureProtocol = RunToFailureProtocol()) -> AssetCatalog:
-    """PRONOSTIA bearing geometry, one window per 0.1 s snapshot, and each bearing's own commissioning length."""
+def protocol_asset_mapping(lives: Mapping[str, AssetLife], protocol: RunToFailureProtocol = RunToFailureProtocol()) -> dict[str, Any]:
+    """PRONOSTIA bearing geometry, one window per 0.1 s snapshot, and each bearing's own commissioning
+    length, as a VIGIL_ASSETS document."""
     per_asset = {
         name: {"baseline_windows": max(protocol.min_baseline_windows, math.ceil(protocol.baseline_fraction * life.windows))}
         for name, life in lives.items()
     }
-    return AssetCatalog.from_mapping({"defaults": {"bearing": "pronostia", "window_s": 0.1}, "assets": per_asset})
+    return {"defaults": {"bearing": "pronostia", "window_s": 0.1}, "assets": per_asset}
+
+
+def protocol_assets(lives: Mapping[str, AssetLife], protocol: RunToFailureProtocol = RunToFailureProtocol()) -> AssetCatalog:
+    return AssetCatalog.from_mapping(protocol_asset_mapping(lives, protocol))
 
 
 def pack_features(path: str | Path, assets: AssetCatalog, bearings: list[str] | None = None) -> list[dict[str, Any]]:

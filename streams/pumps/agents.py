@@ -3,31 +3,43 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.alerts import AlertPolicy
 from models.assets import AssetCatalog
-from models.edge import EdgeModel
 from streams.agents import register_stage_agent
 from streams.codec import AvroCodec, register_faust_codecs
+from streams.pump_models import ActivePumpModels
+from streams.pumps.alerts import AlertStage, AlertStageState
+from streams.pumps.cloud import CloudStage, CloudStreamState
 from streams.pumps.edge import EdgeStage, EdgeStreamState
 from streams.pumps.process import ProcessAssetState, ProcessStage
+from streams.pumps.trends import TrendAssetState, TrendStage, fleet_trends, pump_trend
 from streams.pumps.vibration import VibrationAssetState, VibrationStage
 from streams.settings import Settings
+from streams.tables import TableState
 from streams.validation import VibrationLimits
 from streams.topics import (
+    ALERTS,
     PUMP_DEADLETTER,
     PUMP_FEATURES,
     PUMP_PROCESS_RAW,
+    PUMP_SCORES_CLOUD,
     PUMP_SCORES_EDGE,
+    PUMP_TRENDS,
     PUMP_VIBRATION_RAW,
     SCHEMA_OF_TOPIC,
 )
 
+# Trend buckets are hourly: gathering a second of records per batch costs nothing there and
+# writes each pump's state (a week of buckets) to the changelog once per batch, not per record.
+TREND_BATCH_WITHIN_S = 1.0
 
-def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, edge_model: EdgeModel, edge_version: str) -> None:
+
+def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, models: ActivePumpModels) -> None:
     serializers = register_faust_codecs(codec, {settings.topic(t): s for t, s in SCHEMA_OF_TOPIC.items()})
 
-    def consumed(name: str) -> Any:
+    def consumed(*names: str) -> Any:
         # Bytes in: the stage decodes, so an undecodable record becomes a dead letter, not a worker crash.
-        return app.topic(settings.topic(name), key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
+        return app.topic(*(settings.topic(n) for n in names), key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
 
     def produced(name: str) -> Any:
         return app.topic(settings.topic(name), key_serializer="raw", value_serializer=serializers[settings.topic(name)], partitions=settings.partitions)
@@ -61,10 +73,62 @@ def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, edge_mo
     register_stage_agent(
         app,
         name=PUMP_FEATURES,
-        stage=EdgeStage(codec, edge_model, edge_version, assets),
+        stage=EdgeStage(codec, models.edge, models.edge_version, assets),
         source=consumed(PUMP_FEATURES),
         sink=produced(PUMP_SCORES_EDGE),
         table=table("pump-edge-state"),
         decode_state=EdgeStreamState.from_bytes,
         **common,
     )
+    register_stage_agent(
+        app,
+        name=PUMP_SCORES_EDGE,
+        stage=CloudStage(codec, models.cloud, models.cloud_version, models.cloud_thresholds),
+        source=consumed(PUMP_SCORES_EDGE),
+        sink=produced(PUMP_SCORES_CLOUD),
+        table=table("pump-cloud-state"),
+        decode_state=CloudStreamState.from_bytes,
+        offload=True,  # the LSTM forward pass runs off the event loop, so heartbeats and other agents go on
+        **common,
+    )
+    register_stage_agent(
+        app,
+        name=PUMP_SCORES_CLOUD,
+        stage=AlertStage(codec, AlertPolicy(settings.alert_policy())),
+        source=consumed(PUMP_SCORES_CLOUD),
+        sink=produced(ALERTS),
+        table=table("pump-alert-state"),
+        decode_state=AlertStageState.from_bytes,
+        **common,
+    )
+    trend_table = table("pump-trend-state")
+    register_stage_agent(
+        app,
+        name=PUMP_TRENDS,
+        stage=TrendStage(codec, edge_topic=settings.topic(PUMP_SCORES_EDGE), alerts_topic=settings.topic(ALERTS)),
+        source=consumed(PUMP_SCORES_EDGE, ALERTS),
+        sink=produced(PUMP_TRENDS),
+        table=trend_table,
+        decode_state=TrendAssetState.from_bytes,
+        **{**common, "batch_within_s": max(settings.batch_within_s, TREND_BATCH_WITHIN_S)},
+    )
+    register_trend_pages(app, TableState(trend_table, TrendAssetState.from_bytes))
+
+
+def register_trend_pages(app: Any, trends: TableState[TrendAssetState]) -> None:
+    """``/pumps`` and ``/pumps/{asset_id}/trend``, from this worker's share of the trend table.
+
+    With several workers each one answers for the pumps of its partitions; ask the
+    worker that owns a pump (``/pumps`` on each lists its own).
+    """
+
+    @app.page("/pumps")
+    async def pumps_page(view: Any, request: Any) -> Any:
+        return view.json(fleet_trends((asset_id, trends[asset_id]) for asset_id in sorted(trends)))
+
+    @app.page("/pumps/{asset_id}/trend")
+    async def pump_trend_page(view: Any, request: Any, asset_id: str) -> Any:
+        asset = trends.get(asset_id)
+        if asset is None:
+            return view.json({"error": f"no trend for {asset_id!r} on this worker", "pumps_here": len(trends)}, status=404)
+        return view.json(pump_trend(asset_id, asset))

@@ -25,13 +25,14 @@ class AlertStageState:
 
     def to_bytes(self) -> bytes:
         episode = dataclasses.asdict(self.policy.episode) if self.policy.episode is not None else None
-        return pack_state({"last_seq": self.last_seq, "recent": self.policy.recent, "episode": episode})
+        return pack_state({"last_seq": self.last_seq, "recent": self.policy.recent, "recent_ts_ms": self.policy.recent_ts_ms, "episode": episode})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "AlertStageState":
         header, _ = unpack_state(data)
         episode = Episode(**header["episode"]) if header["episode"] is not None else None
-        return cls(last_seq=header["last_seq"], policy=AlertAssetState(recent=header["recent"], episode=episode))
+        policy = AlertAssetState(recent=header["recent"], episode=episode, recent_ts_ms=header.get("recent_ts_ms", []))
+        return cls(last_seq=header["last_seq"], policy=policy)
 
 
 def alert_record(event: AlertEvent, kind: str = ALERT_KIND) -> dict[str, Any]:

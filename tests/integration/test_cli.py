@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,21 +54,53 @@ def test_produce_pack_replays_a_pack(broker_settings, cwru_pack):
 
 
 @pytest.mark.broker
-def test_demo_runs_end_to_end_and_prints_the_table(tmp_path):
+def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--pumps", "4", "--steps", "60", "--max-seconds", "100", "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200,
+        [sys.executable, "-m", "streams.cli", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--max-seconds", "100", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
-    assert summary["complete"] and summary["pumps"] == 4
-    assert summary["edge_scores"] == summary["windows_expected"] == 4 * 60 * 2
-    assert summary["dead_letters"] == summary["malformed_injected"]
-    rows = summary["per_pump"]
-    assert sum(r["records"] for r in rows) == summary["records_published"]
-    assert all(r["windows_scored"] == 60 - 30 for r in rows)
-    faulty = [r for r in rows if r["simulated_fault"]]
-    healthy = [r for r in rows if not r["simulated_fault"]]
-    assert len(faulty) == 1
-    assert faulty[0]["flagged_windows"] > max(r["flagged_windows"] for r in healthy)
+    steps = 3 * 48  # a capture every 30 minutes
+    assert summary["complete"] and summary["assets"] == 4
+    funnel = summary["funnel"]
+    assert funnel["raw records"] == funnel["windows"] == 4 * steps * 2
+    assert funnel["scored"] == funnel["windows"] - 4 * 2 * 30  # 30 commissioning windows per stream
+    assert funnel["flagged"] >= funnel["confirmed"] >= 1 and funnel["alerts"] == len(summary["alerts"])
+    assert sum(summary["dead_letters"].values()) == summary["malformed_injected"]
+    assert summary["detected"] == summary["faulty"] and len(summary["faulty"]) == 1
+    assert 0 < summary["lead_hours"][summary["faulty"][0]] < 72
+    assert summary["trends_served"] == 4
+    assert summary["latency"]["end to end: raw -> pump.scores.cloud"]["n"] == funnel["scored"]
+
+    report = tmp_path / "vigil-report"
+    assert summary["report"] == str(Path("vigil-report") / "index.html")
+    plots = sorted(p.name for p in (report / "plots").glob("*.svg"))
+    assert plots == sorted(["funnel.svg", "latency.svg"] + [f"health-pump-{i:03d}.svg" for i in range(4)])
+    page = (report / "index.html").read_text()
+    assert page.count("<svg") == len(plots) and summary["faulty"][0] in page
+
+
+@pytest.mark.broker
+def test_the_demo_replays_a_pack_and_raises_the_alerts_the_offline_cascade_raises(tmp_path, synthetic_packs):
+    from streams.evaluation.pumps import run_cascade
+    from streams.pump_models import load_pump_models
+
+    _, (pack, onsets) = synthetic_packs
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "demo", "--pack", str(pack), "--max-seconds", "100", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["complete"] and summary["funnel"]["raw records"] == summary["funnel"]["windows"] == 6 * 240 * 2
+    assert {a["asset_id"] for a in summary["alerts"]} == set(onsets)
+    assert summary["trends_served"] == 6
+
+    # The same models over the same pack, offline: the same episodes, by id.
+    models = load_pump_models(tmp_path / ".vigil" / "demo" / "models")
+    _, offline = run_cascade(pack, (models.edge, models.edge_version), (models.cloud, models.cloud_version),
+                             cloud_thresholds=models.cloud_thresholds)
+    assert sorted(a["alert_id"] for a in summary["alerts"]) == sorted(a["alert_id"] for a in offline.alerts if a["state"] == "OPEN")

@@ -28,6 +28,25 @@ def test_k_of_the_last_n_flagged_windows_open_an_episode():
     assert events[0].alert_id == episode_id("pump-7", "vibration/h", 9)
 
 
+def test_confirmations_older_than_confirm_within_s_do_not_count():
+    # Three confirmed windows an hour apart: any of the last five, but never two within 90 minutes.
+    sparse = [window(i, confirmed=True, period_s=3600.0) for i in range(3)]
+    anytime = AlertPolicy(AlertPolicyConfig(confirm_k=3, confirm_n=5, quiet_s=600))
+    assert [e.state for e in run(anytime, sparse)[0]] == ["OPEN"]
+    recent = AlertPolicy(AlertPolicyConfig(confirm_k=3, confirm_n=5, quiet_s=600, confirm_within_s=5400))
+    events, state = run(recent, sparse)
+    assert events == [] and state.recent == [True, True] and state.recent_ts_ms == [3_600_000, 7_200_000]
+    # Three within the span do open, at the third.
+    dense = [window(i, confirmed=True, period_s=1800.0) for i in range(3)]
+    assert [(e.state, e.last_seq) for e in run(recent, dense)[0]] == [("OPEN", 2)]
+
+
+def test_state_from_before_timestamps_were_kept_still_counts():
+    policy = AlertPolicy(AlertPolicyConfig(confirm_k=3, confirm_n=5, quiet_s=600, confirm_within_s=60))
+    state = AlertAssetState(recent=[True, True])  # as AlertStageState decoded it from an older changelog
+    assert [e.state for e in policy.step(state, window(5, confirmed=True))] == ["OPEN"]
+
+
 def test_unflagged_windows_do_not_count_towards_n():
     policy = AlertPolicy(AlertPolicyConfig(confirm_k=2, confirm_n=2, quiet_s=600))
     windows = [window(0, confirmed=True), window(1, flagged=False), window(2, flagged=False), window(3, confirmed=True)]
@@ -79,3 +98,5 @@ def test_bad_policy_settings_are_refused():
         AlertPolicyConfig(confirm_k=4, confirm_n=3)
     with pytest.raises(ValueError, match="quiet_s"):
         AlertPolicyConfig(quiet_s=0)
+    with pytest.raises(ValueError, match="confirm_within_s"):
+        AlertPolicyConfig(confirm_within_s=0)
