@@ -148,19 +148,24 @@ def prepare_models(options: DemoOptions, settings: Settings, workdir: Path) -> t
     from models.registry import ModelRegistry
     from streams.pump_models import load_pump_models, save_pump_models
 
+    if options.pack is not None:
+        from streams.evaluation.pumps import pack_lives, protocol_asset_mapping
+
+        # The pack's windowing and each bearing's commissioning length, as the evaluation protocol sets them.
+        assets_file = workdir / "assets.json"
+        assets_file.write_text(json.dumps(protocol_asset_mapping(pack_lives(options.pack)), indent=1))
+        settings = replace(settings, assets_file=assets_file)
     if options.use_registry:
         active = load_pump_models(settings.models_dir)
         return settings, f"the registry's active models: edge {active.edge_version}, cloud {active.cloud_version}"
     settings = replace(settings, models_dir=workdir / "models")
     if options.pack is not None:
-        from streams.evaluation.pumps import pack_lives, protocol_asset_mapping, train_run_to_failure
+        from streams.evaluation.pumps import train_run_to_failure
 
-        assets_file = workdir / "assets.json"
-        assets_file.write_text(json.dumps(protocol_asset_mapping(pack_lives(options.pack)), indent=1))
         with console.status(f"training both tiers on the first 30 % of each life in {options.pack.name} ..."):
             models = train_run_to_failure(options.pack)
         edge, cloud = save_pump_models(ModelRegistry(settings.models_dir), models)
-        return replace(settings, assets_file=assets_file), f"trained on {options.pack.name}: edge {edge}, cloud {cloud}"
+        return settings, f"trained on {options.pack.name}: edge {edge}, cloud {cloud}"
     from streams.train import train_pumps_simulated
 
     with console.status("training both tiers on a simulated healthy fleet ..."):

@@ -274,7 +274,7 @@ def _latency_panel(stage: str, samples: list[float], edges: list[float], colour:
                            stroke="#222", stroke_dasharray=dash, stroke_width=1.5))
             out.append(_text(x + 3, base - LAT_BAR_H + 4, name, font_size=9, fill="#222"))
     for tick in _log_ticks(edges[0], edges[-1]):
-        out.append(_text(x_of(tick), base + 13, f"{tick:.3g}", text_anchor="middle", font_size=9, fill="#666"))
+        out.append(_text(x_of(tick), base + 13, _fmt_ms(tick), text_anchor="middle", font_size=9, fill="#666"))
     return out
 
 

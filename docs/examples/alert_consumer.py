@@ -65,7 +65,8 @@ def consume(
 ) -> dict[str, tuple[int, int]]:
     """Hand every alert record that moves its episode forward to ``handle``, once; returns how far each
     episode got (``progress``) by alert id."""
-    schema = fastavro.parse_schema(json.load(open(schema_path)))
+    with open(schema_path) as f:
+        schema = fastavro.parse_schema(json.load(f))
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
