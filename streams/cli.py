@@ -149,6 +149,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(DemoOptions(
         pumps=args.pumps, faulty=args.faulty, days=args.days, capture_interval_s=args.capture_interval_s,
         pack=Path(args.pack) if args.pack else None, use_registry=args.use_registry, max_seconds=args.max_seconds,
+        publish_seconds=args.publish_seconds,
         seed=args.seed, json=args.json, report_dir=Path(args.report_dir),
     ))
 
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pack", default=None, help="replay a PRONOSTIA-layout pack instead of the simulator")
     p.add_argument("--use-registry", action="store_true", help="run the registry's active models (VIGIL_MODELS) instead of training")
     p.add_argument("--max-seconds", type=float, default=300.0, help="wall-clock bound for the whole run")
+    p.add_argument("--publish-seconds", type=float, default=None, help="pace publishing over this long (default: half the bound)")
     p.add_argument("--report-dir", default="vigil-report")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -51,9 +51,10 @@ class DemoOptions:
     pack: Path | None = None
     use_registry: bool = False
     max_seconds: float = 300.0
-    # Publishing is paced over this share of the time bound, so latencies measure the
-    # cascade rather than a backlog the demo itself created.
+    # Publishing is paced over this share of the time bound (or over publish_seconds), so
+    # latencies measure the cascade rather than a backlog the demo itself created.
     publish_share: float = 0.5
+    publish_seconds: float | None = None
     seed: int = 7
     json: bool = False
     report_dir: Path = Path("vigil-report")
@@ -68,6 +69,8 @@ class DemoOptions:
                 raise ValueError(f"--days {self.days} holds fewer than 4 captures at --capture-interval-s {self.capture_interval_s}")
         if self.max_seconds <= 0:
             raise ValueError(f"--max-seconds must be > 0, got {self.max_seconds}")
+        if self.publish_seconds is not None and not 0 < self.publish_seconds < self.max_seconds:
+            raise ValueError(f"--publish-seconds must be in (0, --max-seconds), got {self.publish_seconds}")
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,8 @@ def run_demo(options: DemoOptions) -> int:
         watcher = DemoWatcher(settings, codec).start()
         stack.callback(watcher.stop)
         producer = RecordProducer(settings, codec)
-        rate = source.total_records / max(5.0, options.publish_share * (deadline - time.monotonic()))
+        publish_s = options.publish_seconds or options.publish_share * (deadline - time.monotonic())
+        rate = source.total_records / max(5.0, publish_s)
 
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),

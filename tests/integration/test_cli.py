@@ -54,11 +54,13 @@ def test_produce_pack_replays_a_pack(broker_settings, cwru_pack):
 
 
 @pytest.mark.broker
+@pytest.mark.timeout(420)
 def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--max-seconds", "100", "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        [sys.executable, "-m", "streams.cli", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--publish-seconds", "30",
+         "--max-seconds", "240", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
@@ -83,6 +85,7 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
 
 
 @pytest.mark.broker
+@pytest.mark.timeout(420)
 def test_the_demo_replays_a_pack_and_raises_the_alerts_the_offline_cascade_raises(tmp_path, synthetic_packs):
     from streams.evaluation.pumps import run_cascade
     from streams.pump_models import load_pump_models
@@ -90,8 +93,8 @@ def test_the_demo_replays_a_pack_and_raises_the_alerts_the_offline_cascade_raise
     _, (pack, onsets) = synthetic_packs
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--pack", str(pack), "--max-seconds", "100", "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        [sys.executable, "-m", "streams.cli", "demo", "--pack", str(pack), "--publish-seconds", "30", "--max-seconds", "240", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout)
