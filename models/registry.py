@@ -29,6 +29,7 @@ ARTIFACT = "model.pkl"
 # The pump topology's tiers; named here so a worker can name a tier without importing its model code (torch).
 EDGE_TIER = "edge"
 CLOUD_TIER = "cloud"
+FALL_TIER = "falls"  # fall detection stage 2
 METADATA = "meta.json"
 ACTIVE = "ACTIVE"
 HISTORY = "HISTORY.json"

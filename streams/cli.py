@@ -87,6 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.baseline_windows:
         settings = replace(settings, baseline_windows=args.baseline_windows)
+    if args.tier == "falls":
+        from streams.cli_models import cmd_train_falls
+
+        return cmd_train_falls(args, settings)
     if args.tier == "pumps":
         if bool(args.pack) == bool(args.simulate):
             console.print("[red]error:[/red] give exactly one of --pack PATH or --simulate")
@@ -199,8 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_topics)
 
-    p = sub.add_parser("train", help="train models into the registry: both pump tiers (pumps) or the edge tier alone (edge)")
-    p.add_argument("tier", choices=["pumps", "edge"])
+    p = sub.add_parser("train", help="train models into the registry: both pump tiers (pumps), the edge tier alone (edge), "
+                                      "or fall-detection stage 2 (falls, from a SisFall-layout pack)")
+    p.add_argument("tier", choices=["pumps", "edge", "falls"])
+    p.add_argument("--subjects", nargs="+", default=None, help="falls: train on these subjects of the pack only")
     p.add_argument("--simulate", action="store_true", help="train on a simulated healthy fleet")
     add_train_options(p)
     p.add_argument("--pumps", type=int, default=16)

@@ -68,6 +68,70 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- falls ------------------------------------------------------------------------------
+def _evaluate_falls(args: argparse.Namespace, settings: Settings) -> int:
+    from models.registry import FALL_TIER, ModelNotFoundError, ModelRegistry
+    from streams.evaluation.falls import cross_validate_falls, evaluate_falls, load_candidates
+
+    with console.status(f"screening every trial of {args.pack}"):
+        data = load_candidates(args.pack)
+    if args.cv:
+        if args.folds < 2:
+            raise ValueError(f"--folds must be >= 2, got {args.folds}")
+        with console.status(f"{args.folds}-fold leave-subjects-out cross-validation"):
+            report = cross_validate_falls(data, folds=args.folds, seed=args.seed)
+    else:
+        try:
+            clf, meta = ModelRegistry(settings.models_dir).load(FALL_TIER)
+        except ModelNotFoundError:
+            raise ValueError(f"no active fall model in {settings.models_dir}; train one with `vigil train falls --pack PATH "
+                             "--subjects ...` on other subjects, or use --cv subjects") from None
+        report = {**evaluate_falls(data, clf, meta.get("trained_subjects", [])), "model_version": meta["version"]}
+    if args.json:
+        _print_json(report)
+        return 0
+    table = Table(title=f"falls: sensitivity {report['sensitivity']:.2%}, specificity {report['specificity']:.2%} per trial "
+                        f"({report['fall_trials']} fall, {report['adl_trials']} ADL trials, {report['adl_hours']} h of ADL)")
+    for column in ("stage", "falls passing", "ADL trials passing", "false alarms / h of ADL"):
+        table.add_column(column, justify="right")
+    fa = report["false_alarms_per_hour_adl"]
+    table.add_row("impacts >= peak", "", "", f"{fa['impacts']}")
+    table.add_row("stage 1 screen", f"{report['stage1_pass_rate']:.2%}", f"{report['stage1_adl_pass_rate']:.2%}", f"{fa['stage1']}")
+    table.add_row("stage 2 model", f"{report['stage2_pass_rate']:.2%} of those", f"{report['stage2_adl_pass_rate']:.2%} of those",
+                  f"{fa['stage2']}")
+    out.print(table)
+    out.print(f"false alarms by activity: {report['false_alarm_trials_by_activity'] or 'none'}; missed: {', '.join(report['missed_falls']) or 'none'}")
+    return 0
+
+
+def cmd_train_falls(args: argparse.Namespace, settings: Settings) -> int:
+    import numpy as np
+
+    from models.registry import FALL_TIER, ModelRegistry
+    from models.training import fingerprint
+    from streams.evaluation.falls import fall_model_metadata, fit_fall_classifier, load_candidates
+
+    if not args.pack:
+        raise ValueError("`vigil train falls` needs --pack PATH (a SisFall-layout .npz)")
+    with console.status(f"screening every trial of {args.pack}"):
+        data = load_candidates(args.pack)
+    subjects = sorted(set(args.subjects) if args.subjects else set(data.subject.tolist()))
+    unknown = sorted(set(subjects) - set(data.subject.tolist()))
+    if unknown:
+        raise ValueError(f"subjects {unknown} are not in {args.pack}")
+    with console.status(f"fitting stage 2 on {len(subjects)} subjects"):
+        clf = fit_fall_classifier(data, subjects, seed=args.seed)
+    chosen = np.isin(data.subject, subjects)[data.trial]
+    metadata = {**fall_model_metadata(data, clf, subjects, args.pack), "training_data_fingerprint": fingerprint([data.features[chosen]])}
+    version = ModelRegistry(settings.models_dir).save(FALL_TIER, clf, metadata, activate=True)
+    result = {"version": version, "models_dir": str(settings.models_dir), "subjects": subjects, "threshold": clf.threshold_}
+    if args.json:
+        _print_json(result)
+    else:
+        out.print(f"trained and activated fall model [bold]{version}[/bold] on {len(subjects)} subjects; threshold {clf.threshold_:.3f}")
+    return 0
+
+
 # -- vigil train pumps ---------------------------------------------------------------
 def _training_config(args: argparse.Namespace, settings: Settings) -> Any:
     from streams.pump_models import PumpTrainingConfig
@@ -146,6 +210,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out.print(table)
         out.print(f"cloud tier saw {report['cloud_fraction']:.2%} of scored windows")
         return 0
+    if args.target == "falls":
+        return _evaluate_falls(args, settings)
     if args.target == "cwru":
         from streams.evaluation.cwru import evaluate_cwru
 
@@ -240,8 +306,12 @@ def add_model_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("evaluate", help="run a published protocol through the cascade and report")
-    p.add_argument("target", choices=["pumps", "skab", "cwru"])
-    p.add_argument("--pack", help="PRONOSTIA-layout (pumps) or CWRU-layout (cwru) .npz")
+    p.add_argument("target", choices=["pumps", "skab", "cwru", "falls"])
+    p.add_argument("--pack", help="PRONOSTIA-layout (pumps), CWRU-layout (cwru) or SisFall-layout (falls) .npz")
+    p.add_argument("--cv", choices=["subjects"], default=None,
+                   help="falls: leave-subjects-out cross-validation on the pack instead of the registry's model")
+    p.add_argument("--folds", type=int, default=8, help="falls --cv: folds of whole subjects")
+    p.add_argument("--seed", type=int, default=0, help="falls --cv: fold assignment and model seed")
     p.add_argument("--data", help="SKAB data folder (valve1/, valve2/, other/)")
     _policy_options(p)
     p.add_argument("--json", action="store_true")
