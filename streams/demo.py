@@ -33,12 +33,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streams.demo_report import DAY_MS, HOUR_MS
 from streams.demo_watch import DemoWatcher
 from streams.settings import Settings
 
 console = Console(stderr=True)
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 PACK_STEP_RECORDS = 64
 
 
@@ -309,10 +308,12 @@ def run_demo(options: DemoOptions) -> int:
         trends = {a.asset_id: _trend_or_none(f"{web}/pumps/{a.asset_id}/trend") for a in source.assets}
         watcher.stop()
 
-    summary = summarize(options, source, stats, watcher, trends, complete=complete, elapsed_s=time.monotonic() - started, worker_cpu_s=cpu_s)
+    latency_ms = watcher.latency_ms()
+    summary = summarize(options, source, stats, watcher, trends, latency_ms, complete=complete,
+                        elapsed_s=time.monotonic() - started, worker_cpu_s=cpu_s)
     from streams.demo_report import write_report
 
-    index = write_report(build_report(summary, source, watcher, trends, models_line), options.report_dir)
+    index = write_report(build_report(summary, source, watcher, trends, latency_ms, models_line), options.report_dir)
     summary["report"] = str(index)
     if options.json:
         print(json.dumps(summary))
@@ -340,6 +341,7 @@ def summarize(
     stats: dict[str, Any],
     watcher: DemoWatcher,
     trends: dict[str, dict[str, Any] | None],
+    latency_ms: dict[str, list[float]],
     *,
     complete: bool,
     elapsed_s: float,
@@ -385,7 +387,7 @@ def summarize(
             "confirmed": c["confirmed"], "alerts": len(watcher.episodes),
         },
         "cloud_fraction": round(c["cloud_evaluated"] / c["scored"], 4) if c["scored"] else None,
-        "latency": {stage: _percentiles(s) for stage, s in watcher.latency_ms().items()},
+        "latency": {stage: _percentiles(s) for stage, s in latency_ms.items()},
         "throughput": {
             "raw_records_per_s": round(raw / window_s, 1) if window_s else None,
             "worker_cpu_s": round(worker_cpu_s, 1) if worker_cpu_s is not None else None,
@@ -397,7 +399,8 @@ def summarize(
     }
 
 
-def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatcher, trends: dict[str, Any], models_line: str) -> Any:
+def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatcher, trends: dict[str, Any],
+                 latency_ms: dict[str, list[float]], models_line: str) -> Any:
     from streams.demo_report import AlertSpan, DemoReport, PumpTrace
 
     spans: dict[str, list[AlertSpan]] = {}
@@ -437,7 +440,7 @@ def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatch
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         summary=rows,
         funnel=list(summary["funnel"].items()),
-        latency_ms=watcher.latency_ms(),
+        latency_ms=latency_ms,
         pumps=pumps,
         alert_rows=alert_rows,
         notes=[
