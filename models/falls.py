@@ -160,13 +160,29 @@ class StreamingScreen:
     refractory period of the buffer start can look like a local maximum.)
     """
 
-    def __init__(self, fs_hz: float = FS_HZ, config: ScreenConfig | None = None) -> None:
+    def __init__(self, fs_hz: float = FS_HZ, config: ScreenConfig | None = None,
+                 buffer: np.ndarray | None = None, buffer_start: int = 0) -> None:
+        """``buffer`` and ``buffer_start`` resume a screen from its saved ``buffer`` and ``buffer_start``."""
         self.fs_hz = fs_hz
         self.config = config or ScreenConfig()
         self._keep = _n(PRE_S + POST_S, fs_hz)
         self._post = _n(POST_S, fs_hz)
-        self._buf = np.zeros((0, 3), np.float32)
-        self._buf_start = 0  # absolute index of self._buf[0]
+        self._buf = np.zeros((0, 3), np.float32) if buffer is None else np.asarray(buffer, np.float32).reshape(-1, 3)
+        self._buf_start = int(buffer_start)  # absolute index of self._buf[0]
+
+    @property
+    def buffer(self) -> np.ndarray:
+        """The samples kept for decisions still open: at most the last PRE_S + POST_S seconds."""
+        return self._buf
+
+    @property
+    def buffer_start(self) -> int:
+        """Absolute index (from the start of the stream) of ``buffer[0]``."""
+        return self._buf_start
+
+    @property
+    def samples_seen(self) -> int:
+        return self._buf_start + len(self._buf)
 
     def push(self, chunk_g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Append a chunk; return (absolute impact indices, their candidate windows)."""

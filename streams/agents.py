@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from streams import metrics
 from streams.delivery import OffsetContinuity
@@ -16,6 +17,29 @@ logger = logging.getLogger(__name__)
 
 class Stage(Protocol):
     def process(self, messages: Sequence[RawMessage], state: Any) -> StageResult: ...
+
+
+class TopologyWiring:
+    """The Faust topics and tables of a topology, named as vigil names them (prefix, partitions, codecs)."""
+
+    def __init__(self, app: Any, settings: Any, codec: Any) -> None:
+        from streams.codec import register_faust_codecs
+        from streams.topics import SCHEMA_OF_TOPIC
+
+        self.app, self.settings = app, settings
+        self.serializers = register_faust_codecs(codec, {settings.topic(t): s for t, s in SCHEMA_OF_TOPIC.items()})
+
+    def consumed(self, *names: str) -> Any:
+        # Bytes in: the stage decodes, so an undecodable record becomes a dead letter, not a worker crash.
+        return self.app.topic(*(self.settings.topic(n) for n in names), key_serializer="raw", value_serializer="raw",
+                              partitions=self.settings.partitions)
+
+    def produced(self, name: str) -> Any:
+        topic = self.settings.topic(name)
+        return self.app.topic(topic, key_serializer="raw", value_serializer=self.serializers[topic], partitions=self.settings.partitions)
+
+    def table(self, name: str) -> Any:
+        return self.app.Table(name, default=None, key_type=str, value_type=bytes, partitions=self.settings.partitions)
 
 
 def register_stage_agent(
@@ -31,6 +55,9 @@ def register_stage_agent(
     batch_size: int,
     batch_within_s: float,
     offload: bool = False,
+    sinks: Mapping[str, Any] | None = None,
+    lock: asyncio.Lock | None = None,
+    on_written: Callable[[Sequence[RawMessage], StageResult], None] | None = None,
 ) -> Any:
     """Register a Faust agent that runs ``stage`` over batches from ``source``.
 
@@ -43,37 +70,19 @@ def register_stage_agent(
     ``offload`` runs the stage in a thread (for stages whose compute, like a torch
     forward pass, would otherwise hold the event loop through a whole batch).
 
-    Outputs are encoded with the topics' registered Faust codecs and handed
-    straight to the producer: measured here, Faust's ``Topic.send`` machinery
-    cost a quarter of the worker's throughput (1,208 -> 1,607 records/s).
+    ``sinks`` maps the logical topic names a stage emits to (``StageResult.emit(topic=...)``)
+    to their Faust topics, for stages with several outputs. ``lock`` is held from taking a
+    batch's state to writing it back, for stages whose state something else (a timer) also
+    changes. ``on_written(messages, result)`` is called under that lock once a batch's
+    outputs are delivered and its state written.
     """
-    from faust.serializers import codecs
-
     state = TableState(table, decode_state)
     continuity = OffsetContinuity()
-    sink_name, dead_letter_name = sink.get_topic_name(), dead_letters.get_topic_name()
-    sink_codec, dead_letter_codec = sink.value_serializer, dead_letters.value_serializer
+    publish = StagePublisher(app, name, sink, dead_letters, sinks)
 
     def log_processing_error(message: RawMessage, exc: Exception) -> None:
         logger.error("stage raised on a record; dead-lettered", exc_info=exc,
                      extra={"stage": name, "partition": message.partition, "offset": message.offset})
-
-    async def publish_until_delivered(outgoing: list[tuple[str, bytes | None, bytes]]) -> None:
-        """Send and await delivery, retrying while the broker refuses. The batch's events are
-        acknowledged only after this returns, so a failing broker stalls the stage instead of
-        letting Faust commit records whose outputs were never written."""
-        delay_s = 0.1
-        while True:
-            try:
-                pending = [await app.producer.send(topic, key, value, None, None, None) for topic, key, value in outgoing]
-                if pending:
-                    await asyncio.gather(*pending)
-                return
-            except Exception as exc:  # aiokafka raises many types; all of them mean "not delivered"
-                metrics.PUBLISH_RETRIES.labels(name).inc()
-                logger.error("publishing failed; retrying", extra={"stage": name, "records": len(outgoing), "error": repr(exc), "retry_in_s": delay_s})
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 5.0)
 
     async def run_stage(stream: Any) -> None:
         async for events in stream.take_events(batch_size, within=batch_within_s):
@@ -102,27 +111,18 @@ def register_stage_agent(
             metrics.OFFSET_JUMPS.labels(name).inc(continuity.accepted_jumps - jumps_before)
             if not messages:
                 continue
-            if offload:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    None, process_isolating_errors, stage.process, messages, state, log_processing_error)
-            else:
-                result = process_isolating_errors(stage.process, messages, state, on_error=log_processing_error)
-            outgoing = [(sink_name, r["asset_id"].encode(), codecs.dumps(sink_codec, r)) for r in result.outputs]
-            outgoing += [(dead_letter_name, d["key"], codecs.dumps(dead_letter_codec, d)) for d in result.dead_letters]
-            await publish_until_delivered(outgoing)
-            state.write(result.state_updates, result.state_partitions)
-            now_ms = time.time() * 1000.0
+            async with lock or contextlib.nullcontext():
+                if offload:
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        None, process_isolating_errors, stage.process, messages, state, log_processing_error)
+                else:
+                    result = process_isolating_errors(stage.process, messages, state, on_error=log_processing_error)
+                await publish(result)
+                state.write(result.state_updates, result.state_partitions)
+                if on_written is not None:
+                    on_written(messages, result)
             metrics.RECORDS_IN.labels(name).inc(len(messages))
-            metrics.RECORDS_OUT.labels(name).inc(len(result.outputs))
-            metrics.DUPLICATES.labels(name).inc(result.duplicates)
-            metrics.SEQ_GAPS.labels(name).inc(result.seq_gaps)
-            for letter in result.dead_letters:
-                metrics.DEAD_LETTERS.labels(name, letter["reason"]).inc()
-            for feature_set, count in result.flagged.items():
-                metrics.FLAGGED.labels(feature_set).inc(count)
-            latency = metrics.EVENT_LATENCY.labels(name)
-            for end_ms in result.event_end_ms:
-                latency.observe(max(0.0, (now_ms - end_ms) / 1000.0))
+            observe_outputs(name, result)
             metrics.BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
             if result.seq_gaps:
                 logger.warning("sequence gaps", extra={"stage": name, "missing_records": result.seq_gaps})
@@ -135,3 +135,68 @@ def register_stage_agent(
 
     run_stage.__name__ = name.replace(".", "_")
     return app.agent(source, name=name)(run_stage)
+
+
+def observe_outputs(name: str, result: StageResult) -> None:
+    """Metrics of a published result: outputs, duplicates, gaps, dead letters, flags, event latency."""
+    now_ms = time.time() * 1000.0
+    metrics.RECORDS_OUT.labels(name).inc(len(result.outputs))
+    metrics.DUPLICATES.labels(name).inc(result.duplicates)
+    metrics.SEQ_GAPS.labels(name).inc(result.seq_gaps)
+    for letter in result.dead_letters:
+        metrics.DEAD_LETTERS.labels(name, letter["reason"]).inc()
+    for feature_set, count in result.flagged.items():
+        metrics.FLAGGED.labels(feature_set).inc(count)
+    latency = metrics.EVENT_LATENCY.labels(name)
+    for end_ms in result.event_end_ms:
+        latency.observe(max(0.0, (now_ms - end_ms) / 1000.0))
+
+
+def record_key(record: Mapping[str, Any]) -> bytes:
+    """The Kafka key of an output: its pump or wearer."""
+    return (record["asset_id"] if "asset_id" in record else record["wearer_id"]).encode()
+
+
+class StagePublisher:
+    """Encodes a result's outputs and dead letters and awaits their delivery.
+
+    Outputs are encoded with the topics' registered Faust codecs and handed
+    straight to the producer: measured here, Faust's ``Topic.send`` machinery
+    cost a quarter of the worker's throughput (1,208 -> 1,607 records/s).
+    """
+
+    def __init__(self, app: Any, name: str, sink: Any, dead_letters: Any, sinks: Mapping[str, Any] | None = None) -> None:
+        self.app, self.name = app, name
+        self.topics = {None: (sink.get_topic_name(), sink.value_serializer)}
+        for logical, topic in (sinks or {}).items():
+            self.topics[logical] = (topic.get_topic_name(), topic.value_serializer)
+        self.dead_letters = (dead_letters.get_topic_name(), dead_letters.value_serializer)
+
+    async def __call__(self, result: StageResult) -> None:
+        from faust.serializers import codecs
+
+        outgoing = []
+        for record, logical in zip(result.outputs, result.output_topics):
+            topic, codec = self.topics[logical]
+            outgoing.append((topic, record_key(record), codecs.dumps(codec, record)))
+        topic, codec = self.dead_letters
+        outgoing += [(topic, d["key"], codecs.dumps(codec, d)) for d in result.dead_letters]
+        await self.until_delivered(outgoing)
+
+    async def until_delivered(self, outgoing: list[tuple[str, bytes | None, bytes]]) -> None:
+        """Send and await delivery, retrying while the broker refuses. The batch's events are
+        acknowledged only after this returns, so a failing broker stalls the stage instead of
+        letting Faust commit records whose outputs were never written."""
+        app, name = self.app, self.name
+        delay_s = 0.1
+        while True:
+            try:
+                pending = [await app.producer.send(topic, key, value, None, None, None) for topic, key, value in outgoing]
+                if pending:
+                    await asyncio.gather(*pending)
+                return
+            except Exception as exc:  # aiokafka raises many types; all of them mean "not delivered"
+                metrics.PUBLISH_RETRIES.labels(name).inc()
+                logger.error("publishing failed; retrying", extra={"stage": name, "records": len(outgoing), "error": repr(exc), "retry_in_s": delay_s})
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)

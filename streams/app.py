@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
@@ -11,6 +11,9 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from streams.codec import AvroCodec, codec_from_settings
 from streams.pump_models import ActivePumpModels, load_pump_models
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.falls.agents import ActiveFallModel
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +89,13 @@ def create_app(
     *,
     codec: AvroCodec | None = None,
     models: ActivePumpModels | None = None,
+    fall_model: "ActiveFallModel | None | bool" = True,
 ) -> VigilApp:
-    """Build the worker app: pump agents, tables, the /metrics page and the /pumps trend pages."""
+    """Build the worker app: pump and fall agents, tables, the /metrics page and the /pumps trend pages.
+
+    ``fall_model``: True loads the registry's active fall model; without one the fall
+    topology is not started (its input stays in Kafka, unread) and the worker says so.
+    """
     credentials, ssl_context = settings.faust_credentials()
     app = VigilApp(
         settings.app_id,
@@ -123,16 +131,26 @@ def create_app(
     from streams.pumps.agents import register_pump_agents
 
     register_pump_agents(app, settings, codec, models)
-    _register_metrics_page(app, models)
+    from streams.falls.agents import load_fall_model, register_fall_agents
+
+    if fall_model is True:
+        fall_model = load_fall_model(settings.models_dir)
+    if fall_model:
+        register_fall_agents(app, settings, codec, fall_model)
+    else:
+        logger.warning("no active fall model: the fall topology is not running; train one with "
+                       "`vigil train falls --pack PATH` (or --simulate)", extra={"models_dir": str(settings.models_dir)})
+    _register_metrics_page(app, models, fall_model or None)
     return app
 
 
-def _register_metrics_page(app: VigilApp, models: ActivePumpModels) -> None:
+def _register_metrics_page(app: VigilApp, models: ActivePumpModels, fall_model: "ActiveFallModel | None") -> None:
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
     from streams import metrics
 
-    metrics.BUILD.info({"edge_model": models.edge_version, "cloud_model": models.cloud_version})
+    metrics.BUILD.info({"edge_model": models.edge_version, "cloud_model": models.cloud_version,
+                        "fall_model": fall_model.version if fall_model else "none"})
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Publishing raw pump records with confluent-kafka, Avro-encoded, keyed by asset id."""
+"""Publishing raw records with confluent-kafka, Avro-encoded, keyed by asset (pump or wearer) id."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +18,11 @@ class DeliveryFailed(RuntimeError):
 
 
 class RecordProducer:
-    """Idempotent producer (acks=all, no reordering on retry): a pump's records stay in seq order."""
+    """Idempotent producer (acks=all, no reordering on retry): an asset's records stay in seq order.
+
+    Keys are partitioned with murmur2, as Java clients and the workers (aiokafka) do, so a
+    wearer's answers land on the partition number of the suspected falls they answer.
+    """
 
     def __init__(self, settings: Settings, codec: AvroCodec, **config: Any) -> None:
         from confluent_kafka import Producer
@@ -29,7 +33,7 @@ class RecordProducer:
             settings.confluent_config(
                 **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "none",
                    # a broker closing idle connections is routine, not worth a log line
-                   "log.connection.close": False, **config}
+                   "log.connection.close": False, "partitioner": "murmur2_random", **config}
             )
         )
         self.delivered = 0
@@ -52,7 +56,10 @@ class RecordProducer:
         self.producer.poll(0)
 
     def send(self, kind: str, key: str, value: dict[str, Any]) -> None:
-        topic = RAW_TOPIC_OF_KIND[kind]
+        self.send_record(RAW_TOPIC_OF_KIND[kind], key, value)
+
+    def send_record(self, topic: str, key: str, value: dict[str, Any]) -> None:
+        """Encode ``value`` with the schema ``topic`` carries and publish it (``topic`` without the prefix)."""
         self.send_raw(topic, key.encode(), self.codec.encode(self.settings.topic(topic), SCHEMA_OF_TOPIC[topic], value))
 
     def flush(self, timeout_s: float = 30.0) -> None:

@@ -97,6 +97,11 @@ class Settings:
     alert_quiet_s: float = 3600.0
     alert_confirm_within_s: float | None = None  # only flagged windows this recent count towards k of n
     max_chunk_samples: int = 240_000
+    # Fall stage 3: how long the wearer has to answer "are you OK?" before the emergency alert.
+    fall_confirm_window_s: float = 10.0
+    # A restarted worker holds an expired confirmation until it has read the answers that arrived
+    # while it was down, but never longer than this past the deadline.
+    fall_confirm_max_hold_s: float = 10.0
     batch_size: int = 256
     batch_within_s: float = 0.05
     # Faust hard-codes a 1.5 s fetch long-poll; the design brief measured an agent slower

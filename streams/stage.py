@@ -33,6 +33,8 @@ class RawMessage:
 @dataclass
 class StageResult(Generic[S]):
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    # The topic of each output (logical name, before any prefix); None: the stage's one sink.
+    output_topics: list[str | None] = field(default_factory=list)
     # Event time (ms) each output describes up to, for the event-to-output latency metric.
     event_end_ms: list[float] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
@@ -67,8 +69,9 @@ class StageResult(Generic[S]):
     def reject(self, message: RawMessage, rejection: Rejection) -> None:
         self.dead_letters.append(dead_letter(message, rejection))
 
-    def emit(self, record: dict[str, Any], event_end_ms: float) -> int:
+    def emit(self, record: dict[str, Any], event_end_ms: float, topic: str | None = None) -> int:
         self.outputs.append(record)
+        self.output_topics.append(topic)
         self.event_end_ms.append(event_end_ms)
         return len(self.outputs) - 1
 
@@ -141,6 +144,7 @@ def process_isolating_errors(
             combined.reject(message, Rejection("processing_error", f"{type(exc).__name__}: {exc}"[:2000]))
             continue
         combined.outputs += one.outputs
+        combined.output_topics += one.output_topics
         combined.event_end_ms += one.event_end_ms
         combined.dead_letters += one.dead_letters
         combined.duplicates += one.duplicates

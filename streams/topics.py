@@ -1,7 +1,7 @@
 """Topic names, the Avro schema each carries, and their creation with configs.
 
-Keys are the asset id everywhere, so all of one asset's records land on one
-partition, in order. Topic names are fixed by the design brief;
+Keys are the asset id everywhere (pump or wearer), so all of one asset's
+records land on one partition, in order. Topic names are fixed by the design brief;
 ``VIGIL_TOPIC_PREFIX`` prepends a namespace (tenants, tests).
 """
 from __future__ import annotations
@@ -23,6 +23,14 @@ ALERTS = "alerts"
 PUMP_TRENDS = "pump.trends"
 PUMP_DEADLETTER = "pump.deadletter"
 
+WEARABLE_IMU_RAW = "wearable.imu.raw"
+FALL_CANDIDATES = "fall.candidates"
+FALL_SUSPECTED = "fall.suspected"
+FALL_CONFIRM_REQUEST = "fall.confirm_request"
+WEARABLE_USER_RESPONSE = "wearable.user_response"
+FALL_OUTCOMES = "fall.outcomes"
+FALL_DEADLETTER = "fall.deadletter"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -43,7 +51,18 @@ PUMP_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PUMP_DEADLETTER, "vigil.common.DeadLetter", "rejected pump records, with reason and original bytes"),
 )
 
-SCHEMA_OF_TOPIC = {spec.name: spec.schema for spec in PUMP_TOPICS}
+FALL_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(WEARABLE_IMU_RAW, "vigil.falls.ImuChunk", "accelerometer chunks from wearables"),
+    TopicSpec(FALL_CANDIDATES, "vigil.falls.FallCandidate", "stage 1: impacts that passed the screen, with their 5 s window"),
+    TopicSpec(FALL_SUSPECTED, "vigil.falls.FallSuspected", "stage 2: candidates the fall model fired on"),
+    TopicSpec(FALL_CONFIRM_REQUEST, "vigil.falls.ConfirmRequest", "stage 3: are-you-OK questions to the wearer's device"),
+    TopicSpec(WEARABLE_USER_RESPONSE, "vigil.falls.UserResponse", "answers from the wearer's device"),
+    TopicSpec(FALL_OUTCOMES, "vigil.falls.FallOutcome", "how each suspected fall was settled; dismissed ones are labelled false alarms"),
+    TopicSpec(FALL_DEADLETTER, "vigil.common.DeadLetter", "rejected wearable records, with reason and original bytes"),
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = PUMP_TOPICS + FALL_TOPICS
+SCHEMA_OF_TOPIC = {spec.name: spec.schema for spec in ALL_TOPICS}
 # Raw record kinds (as the simulator and pack readers name them) and their input topics.
 RAW_TOPIC_OF_KIND = {"vibration": PUMP_VIBRATION_RAW, "process": PUMP_PROCESS_RAW}
 
@@ -52,7 +71,7 @@ def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
     return {"cleanup.policy": "delete", "retention.ms": str(settings.retention_ms), **spec.config}
 
 
-def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = PUMP_TOPICS, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet (partitions and configs from settings); returns those created.
 
     Existing topics are left as they are: changing partition counts of a live

@@ -1,4 +1,4 @@
-"""Validation of raw pump records: what is rejected, and the reason code it carries.
+"""Validation of raw pump and wearable records: what is rejected, and the reason code it carries.
 
 Every rejected record goes to a dead-letter topic with one of ``REASONS``;
 nothing is dropped silently. Checks here are stateless; the stages add the
@@ -26,6 +26,8 @@ REASONS = (
     "timestamp_backwards",  # starts before the asset's previous record on that channel ended
     "out_of_range",  # outside the physical range of the sensor
     "unsupported_feature_set",  # a feature window the active edge model has no scorer for
+    "unsupported_rate",  # a wearable sampling rate the active fall model was not trained for
+    "unknown_request",  # an answer to a confirmation request this wearer was never sent
     "processing_error",  # the stage raised on this record (a bug to fix; the record is kept for replay)
 )
 
@@ -74,17 +76,59 @@ class ProcessLimits:
     )
 
 
-def check_identity(record: Mapping[str, Any], key: bytes | None) -> Rejection | None:
-    asset_id = record["asset_id"]
+def check_identity(record: Mapping[str, Any], key: bytes | None, id_field: str = "asset_id", ts_field: str = "ts_ms") -> Rejection | None:
+    asset_id = record[id_field]
     if not asset_id:
-        return Rejection("empty", "asset_id is empty")
+        return Rejection("empty", f"{id_field} is empty")
     if key is not None and key != asset_id.encode():
-        return Rejection("key_mismatch", f"Kafka key {key[:64]!r} is not the asset id", asset_id)
-    if record["seq"] < 0:
+        return Rejection("key_mismatch", f"Kafka key {key[:64]!r} is not the {id_field}", asset_id)
+    if "seq" in record and record["seq"] < 0:
         return Rejection("out_of_range", f"seq {record['seq']} is negative", asset_id)
-    if record["ts_ms"] < 0:
-        return Rejection("out_of_range", f"ts_ms {record['ts_ms']} is before 1970", asset_id)
+    if record[ts_field] < 0:
+        return Rejection("out_of_range", f"{ts_field} {record[ts_field]} is before 1970", asset_id)
     return None
+
+
+@dataclass(frozen=True)
+class ImuLimits:
+    max_samples: int = 120_000  # 10 minutes at 200 Hz in one chunk; ~1.4 MB of float32
+    max_range_g: float = 400.0
+    rate_tolerance: float = 0.01  # relative: a nominal 200 Hz stream may report 199.5 Hz
+
+
+def check_imu(record: Mapping[str, Any], key: bytes | None, model_fs_hz: float, limits: ImuLimits) -> tuple[Rejection | None, np.ndarray | None]:
+    """Stateless checks of a decoded ImuChunk; returns (rejection, samples as (n, 3) float32 g)."""
+    found = check_identity(record, key, "wearer_id", "ts")
+    if found:
+        return found, None
+    wearer = record["wearer_id"]
+    fs_hz, range_g = record["fs_hz"], record["range_g"]
+    for name, value in (("fs_hz", fs_hz), ("range_g", range_g)):
+        if not math.isfinite(value):
+            return Rejection("non_finite", f"{name} is {value}", wearer), None
+    if fs_hz <= 0:
+        return Rejection("non_positive_fs", f"fs_hz is {fs_hz}", wearer), None
+    if abs(fs_hz - model_fs_hz) > limits.rate_tolerance * model_fs_hz:
+        return Rejection("unsupported_rate", f"fs_hz {fs_hz} is not the fall model's {model_fs_hz:g} Hz; resample on the device", wearer), None
+    if not 0 < range_g <= limits.max_range_g:
+        return Rejection("out_of_range", f"range_g {range_g} outside (0, {limits.max_range_g}]", wearer), None
+    raw = record["xyz"]
+    if len(raw) % 12:
+        return Rejection("undecodable", f"xyz holds {len(raw)} bytes, not a whole number of (x, y, z) float32 samples", wearer), None
+    n = len(raw) // 12
+    if n == 0:
+        return Rejection("empty", "chunk has no samples", wearer), None
+    if n > limits.max_samples:
+        return Rejection("oversized", f"{n} samples, more than the limit of {limits.max_samples}", wearer), None
+    samples = samples_from_bytes(raw).reshape(n, 3)
+    peak = float(np.max(np.abs(samples)))
+    if not math.isfinite(peak):
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        return Rejection("non_finite", f"{bad} of {3 * n} values are NaN or inf", wearer), None
+    # A reading beyond the sensor's full scale is a corrupt record, not a hard fall.
+    if peak > range_g * 1.001:
+        return Rejection("out_of_range", f"|acceleration| reaches {peak:.4g} g, beyond the sensor's {range_g:g} g range", wearer), None
+    return None, samples
 
 
 def samples_from_bytes(raw: bytes) -> np.ndarray:

@@ -10,7 +10,7 @@ from models.simulate import FleetSimulator, make_fleet
 from streams.codec import AvroCodec
 from streams.stage import RawMessage
 
-pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.data", "tests.fixtures.models"]
+pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.data", "tests.fixtures.models", "tests.fixtures.falls"]
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from typing import Any
 
 from models.alerts import AlertPolicy
 from models.assets import AssetCatalog
-from streams.agents import register_stage_agent
-from streams.codec import AvroCodec, register_faust_codecs
+from streams.agents import TopologyWiring, register_stage_agent
+from streams.codec import AvroCodec
 from streams.pump_models import ActivePumpModels
 from streams.pumps.alerts import AlertStage, AlertStageState
 from streams.pumps.cloud import CloudStage, CloudStreamState
@@ -26,7 +26,6 @@ from streams.topics import (
     PUMP_SCORES_EDGE,
     PUMP_TRENDS,
     PUMP_VIBRATION_RAW,
-    SCHEMA_OF_TOPIC,
 )
 
 # Trend buckets are hourly: gathering a second of records per batch costs nothing there and
@@ -35,17 +34,8 @@ TREND_BATCH_WITHIN_S = 1.0
 
 
 def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, models: ActivePumpModels) -> None:
-    serializers = register_faust_codecs(codec, {settings.topic(t): s for t, s in SCHEMA_OF_TOPIC.items()})
-
-    def consumed(*names: str) -> Any:
-        # Bytes in: the stage decodes, so an undecodable record becomes a dead letter, not a worker crash.
-        return app.topic(*(settings.topic(n) for n in names), key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
-
-    def produced(name: str) -> Any:
-        return app.topic(settings.topic(name), key_serializer="raw", value_serializer=serializers[settings.topic(name)], partitions=settings.partitions)
-
-    def table(name: str) -> Any:
-        return app.Table(name, default=None, key_type=str, value_type=bytes, partitions=settings.partitions)
+    wiring = TopologyWiring(app, settings, codec)
+    consumed, produced, table = wiring.consumed, wiring.produced, wiring.table
 
     assets = AssetCatalog.load(settings.assets_file)
     features, dead_letters = produced(PUMP_FEATURES), produced(PUMP_DEADLETTER)

@@ -19,7 +19,7 @@ from models.simulate import FleetSimulator, make_fleet
 from streams.broker import EmbeddedBroker
 from streams.codec import AvroCodec
 from streams.producer import RecordProducer
-from streams.topics import PUMP_FEATURES, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC, ensure_topics, topic_configs, PUMP_TOPICS
+from streams.topics import PUMP_FEATURES, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC, ensure_topics, topic_configs, PUMP_TOPICS, ALL_TOPICS
 from tests.fixtures.broker import consume_all
 from tests.fixtures.models import BASELINE_WINDOWS
 
@@ -53,7 +53,7 @@ def wait_for_assignment(members, expected_total, timeout_s=30.0):
 
 def test_topic_creation_with_configs(broker_settings):
     created = ensure_topics(broker_settings)
-    assert sorted(created) == sorted(broker_settings.topic(s.name) for s in PUMP_TOPICS)
+    assert sorted(created) == sorted(broker_settings.topic(s.name) for s in ALL_TOPICS)
     assert ensure_topics(broker_settings) == []  # idempotent
     admin = AdminClient(broker_settings.confluent_config(**QUIET))
     name = broker_settings.topic(PUMP_VIBRATION_RAW)

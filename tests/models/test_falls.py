@@ -8,35 +8,7 @@ from models.falls import (
     FEATURE_NAMES, FS_HZ, POST_S, PRE_S, FallClassifier, ScreenConfig, StreamingScreen, candidate_windows, fall_window_features,
     screen_impacts, stage2_labels, to_g,
 )
-
-UPRIGHT, LYING = np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, 1.0])  # gravity on y standing, on z lying
-
-
-def still(seconds: float, gravity: np.ndarray, rng: np.random.Generator, noise_g: float = 0.02) -> np.ndarray:
-    n = int(seconds * FS_HZ)
-    return (gravity + noise_g * rng.standard_normal((n, 3))).astype(np.float32)
-
-
-def fall(rng: np.random.Generator, impact_g: float = 4.0) -> np.ndarray:
-    """Standing, 0.4 s of free fall, an impact, then lying still: impact at 5.45 s."""
-    dip = still(0.4, 0.1 * UPRIGHT, rng)
-    impact = np.array([[0.0, -impact_g * 0.6, impact_g * 0.8]] * 10, dtype=np.float32)
-    return np.concatenate([still(5.0, UPRIGHT, rng), dip, impact[:1] * 0.5, impact, still(5.0, LYING, rng)])
-
-
-def walking(rng: np.random.Generator, seconds: float = 12.0, peak_g: float = 2.2) -> np.ndarray:
-    """Upright, with a 2 Hz heel strike up to ``peak_g``: impacts, but no change of posture."""
-    x = still(seconds, UPRIGHT, rng, noise_g=0.05)
-    t = np.arange(len(x)) / FS_HZ
-    x[:, 1] -= (peak_g - 1.0) * np.maximum(0.0, np.sin(2 * np.pi * 2.0 * t)) ** 8
-    return x
-
-
-def lying_down_slowly(rng: np.random.Generator) -> np.ndarray:
-    """Posture changes, but gently: no impact."""
-    turn = np.linspace(0, 1, 2 * FS_HZ)[:, None]
-    return np.concatenate([still(5.0, UPRIGHT, rng), (UPRIGHT * (1 - turn) + LYING * turn).astype(np.float32), still(5.0, LYING, rng)])
-
+from tests.fixtures.falls import LYING, fall, lying_down_slowly, sit_down_hard, still, walking
 
 @pytest.fixture
 def rng():
@@ -93,10 +65,7 @@ def test_window_features_describe_the_impact(rng):
 def test_stage2_learns_falls_from_hard_negatives_and_keeps_its_threshold_from_training(rng):
     falls = [fall(rng, impact_g=float(g)) for g in rng.uniform(2.5, 8.0, 40)]
     # Hard negatives: impact and posture change, but a sit-down: small peak, no free fall, upright after.
-    sits = []
-    for g in rng.uniform(1.9, 2.6, 40):
-        x = np.concatenate([still(5.0, UPRIGHT, rng), np.array([[0.0, -g, 0.3]] * 8, np.float32), still(5.0, 0.8 * UPRIGHT + 0.6 * LYING, rng)])
-        sits.append(x)
+    sits = [sit_down_hard(rng, float(g)) for g in rng.uniform(1.9, 2.6, 40)]
     windows = np.concatenate([candidate_windows(x, screen_impacts(x, config=ScreenConfig(min_angle_deg=0.0, max_post_std_g=1.0)))
                               for x in falls + sits])
     labels = np.array([1] * 40 + [0] * (len(windows) - 40))

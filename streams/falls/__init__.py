@@ -1,0 +1,1 @@
+"""The fall-detection topology: wearable.imu.raw -> fall.candidates -> fall.suspected -> confirmation -> alerts."""

@@ -1,0 +1,103 @@
+"""Stage fall.candidates -> fall.suspected: the high-specificity model on each screened window.
+
+The whole batch's windows are scored in one call (about 140 us per window
+batched, against about 4 ms for a lone window: scikit-learn's per-call cost).
+Only windows the model fires on go on to the wearer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from models.falls import FEATURE_NAMES, POST_S, PRE_S, FallClassifier, fall_window_features
+from streams.codec import AvroCodec
+from streams.stage import RawMessage, StageResult
+from streams.state import pack_state, unpack_state
+from streams.validation import Rejection, check_identity
+
+SCHEMA = "vigil.falls.FallCandidate"
+
+
+@dataclass
+class WearerClassifyState:
+    last_seq: int = -1
+
+    def to_bytes(self) -> bytes:
+        return pack_state({"last_seq": self.last_seq})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "WearerClassifyState":
+        header, _ = unpack_state(data)
+        return cls(**header)
+
+
+def window_samples(fs_hz: float) -> int:
+    return int(round(PRE_S * fs_hz)) + int(round(POST_S * fs_hz))
+
+
+class FallModelStage:
+    """Stage 2: FallSuspected records for the candidates ``model`` fires on."""
+
+    source_topic = "fall.candidates"
+
+    def __init__(self, codec: AvroCodec, model: FallClassifier, model_version: str) -> None:
+        self.codec = codec
+        self.model = model
+        self.model_version = model_version
+
+    def check(self, record: Mapping[str, Any], key: bytes | None) -> tuple[Rejection | None, np.ndarray | None]:
+        found = check_identity(record, key, "wearer_id", "impact_ts_ms")
+        if found:
+            return found, None
+        wearer = record["wearer_id"]
+        if record["fs_hz"] != self.model.fs_hz:
+            return Rejection("unsupported_rate", f"window at {record['fs_hz']} Hz; model {self.model_version} is for {self.model.fs_hz:g} Hz", wearer), None
+        expected = window_samples(self.model.fs_hz) * 12
+        if len(record["xyz"]) != expected:
+            return Rejection("undecodable", f"window holds {len(record['xyz'])} bytes, not {expected}", wearer), None
+        window = np.frombuffer(record["xyz"], dtype="<f4").reshape(-1, 3)
+        if not np.isfinite(window).all():
+            return Rejection("non_finite", "window has NaN or inf values", wearer), None
+        return None, window
+
+    def process(self, messages: Sequence[RawMessage], state: Mapping[str, WearerClassifyState]) -> StageResult[WearerClassifyState]:
+        result: StageResult[WearerClassifyState] = StageResult()
+        accepted: list[dict[str, Any]] = []
+        windows: list[np.ndarray] = []
+        for message in messages:
+            record = result.decode(self.codec, message, SCHEMA)
+            if record is None:
+                continue
+            rejection, window = self.check(record, message.key)
+            if rejection is not None:
+                result.reject(message, rejection)
+                continue
+            wearer = record["wearer_id"]
+            wearer_state = result.pending_state(wearer, state) or WearerClassifyState()
+            if not result.admit(record["seq"], wearer_state.last_seq):
+                continue
+            result.update_state(wearer, WearerClassifyState(last_seq=record["seq"]), message.partition)
+            accepted.append(record)
+            windows.append(window)
+        if not accepted:
+            return result
+        features = fall_window_features(np.stack(windows), self.model.fs_hz)
+        probability = self.model.predict_proba_features(features)
+        fires = probability >= self.model.threshold_
+        result.flagged["falls"] = int(fires.sum())
+        for record, row, p in zip([r for r, fired in zip(accepted, fires) if fired], features[fires], probability[fires]):
+            result.emit({
+                "wearer_id": record["wearer_id"],
+                "seq": record["seq"],
+                "impact_ts_ms": record["impact_ts_ms"],
+                "window_start_ts_ms": record["window_start_ts_ms"],
+                "fs_hz": record["fs_hz"],
+                "probability": float(p),
+                "threshold": float(self.model.threshold_),
+                "model_version": self.model_version,
+                "features": dict(zip(FEATURE_NAMES, row.astype(float).tolist())),
+                "xyz": record["xyz"],
+            }, record["impact_ts_ms"] + POST_S * 1000.0)
+        return result

@@ -1,0 +1,255 @@
+"""Stage 3, fall.suspected + wearable.user_response -> fall.confirm_request, alerts, fall.outcomes.
+
+A suspected fall asks the wearer's device "are you OK?" and waits
+``window_s`` (10 s by default) of wall-clock time: a person, not the data,
+sets the pace here. Then:
+
+* "I'm OK" before the deadline: a DISMISSED outcome labelled ``false_alarm``
+  (kept, with its window, for false-alarm monitoring and retraining); no alert.
+* "HELP": a CRITICAL ``fall.emergency`` alert at once.
+* no answer by the deadline: a CRITICAL ``fall.emergency`` alert, raised by
+  ``expire`` (the worker's timer calls it).
+* "I'm OK" after a no-answer alert: the alert is closed (state CLOSE).
+
+Pending confirmations are the wearer's state in a changelog-backed table, so
+a worker that restarts during the wait still raises the alert (or takes the
+answer) after recovering them. Request ids and alert ids are deterministic
+(wearer, impact time): a replayed suspected fall asks nothing new.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Container, Mapping, Sequence
+
+import numpy as np
+
+from streams.codec import AvroCodec
+from streams.stage import RawMessage, StageResult
+from streams.state import pack_state, unpack_state
+from streams.topics import ALERTS, FALL_CONFIRM_REQUEST, FALL_OUTCOMES
+from streams.validation import Rejection, check_identity
+
+SUSPECTED_SCHEMA = "vigil.falls.FallSuspected"
+RESPONSE_SCHEMA = "vigil.falls.UserResponse"
+ALERT_KIND = "fall.emergency"
+# Settled requests remembered per wearer: enough to recognise re-sent or late answers to recent ones.
+DECIDED_KEPT = 64
+# Shown on emergency alerts: the features a responder can read at a glance.
+ALERT_FEATURES = ("peak_g", "dip_pre1s_g", "angle_change_deg", "std_mag_post1p5_3")
+
+
+def request_id(wearer_id: str, impact_ts_ms: int) -> str:
+    return f"{wearer_id}/fall/{impact_ts_ms}"
+
+
+@dataclass
+class PendingConfirmation:
+    request_id: str
+    seq: int
+    impact_ts_ms: int
+    requested_ts_ms: int
+    deadline_ts_ms: int
+    probability: float
+    threshold: float
+    model_version: str
+    window_start_ts_ms: int
+    fs_hz: float
+    features: dict[str, float]
+    xyz: bytes = b""
+
+
+@dataclass
+class Decision:
+    request_id: str
+    seq: int
+    outcome: str  # EMERGENCY_NO_RESPONSE, EMERGENCY_HELP or DISMISSED
+    decided_ts_ms: int
+    impact_ts_ms: int
+    probability: float
+    model_version: str
+    closed: bool = False  # a late "I'm OK" closed the no-answer alert
+
+
+@dataclass
+class WearerConfirmState:
+    last_seq: int = -1
+    partition: int = 0  # where the wearer's records live: the timer writes the state back there
+    pending: dict[str, PendingConfirmation] = field(default_factory=dict)
+    decided: list[Decision] = field(default_factory=list)
+
+    def decision(self, rid: str) -> Decision | None:
+        return next((d for d in self.decided if d.request_id == rid), None)
+
+    def settle(self, pending: PendingConfirmation, outcome: str, now_ms: int) -> Decision:
+        del self.pending[pending.request_id]
+        decision = Decision(pending.request_id, pending.seq, outcome, now_ms, pending.impact_ts_ms, pending.probability, pending.model_version)
+        self.decided = (self.decided + [decision])[-DECIDED_KEPT:]
+        return decision
+
+    def to_bytes(self) -> bytes:
+        pending = {rid: {k: v for k, v in asdict(p).items() if k != "xyz"} for rid, p in self.pending.items()}
+        arrays = {rid: np.frombuffer(p.xyz, dtype=np.uint8) for rid, p in self.pending.items()}
+        header = {"last_seq": self.last_seq, "partition": self.partition, "pending": pending,
+                  "decided": [asdict(d) for d in self.decided]}
+        return pack_state(header, arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "WearerConfirmState":
+        header, arrays = unpack_state(data)
+        pending = {rid: PendingConfirmation(**p, xyz=arrays[rid].tobytes()) for rid, p in header["pending"].items()}
+        return cls(last_seq=header["last_seq"], partition=header["partition"], pending=pending,
+                   decided=[Decision(**d) for d in header["decided"]])
+
+
+def emergency_alert(wearer_id: str, event: PendingConfirmation | Decision, state: str, ts_ms: int, detail: str,
+                    features: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """An Alert record (schemas/common/Alert.v1.avsc) of kind fall.emergency.
+
+    The pump-shaped fields carry the fall's evidence: ``edge_score`` is stage 2's
+    probability, ``cloud_score`` is 0 (the fall cascade has no cloud tier), and
+    ``top_features`` the window features a responder reads first.
+    """
+    return {
+        "alert_id": event.request_id,
+        "asset_id": wearer_id,
+        "kind": ALERT_KIND,
+        "state": state,
+        "severity": "CRITICAL" if state != "CLOSE" else "LOW",
+        "ts_ms": ts_ms,
+        "opened_ts_ms": event.impact_ts_ms,
+        "first_seq": event.seq,
+        "first_stream": "imu",
+        "last_seq": event.seq,
+        "last_stream": "imu",
+        "confirmations": 0,
+        "edge_score": event.probability,
+        "cloud_score": 0.0,
+        "model_versions": {"falls": event.model_version},
+        "top_features": {name: float(features[name]) for name in ALERT_FEATURES if features and name in features},
+        "diagnosis": None,
+        "detail": detail,
+    }
+
+
+def outcome_record(wearer_id: str, pending: PendingConfirmation, outcome: str, label: str, decided_ts_ms: int,
+                   response_ts_ms: int | None) -> dict[str, Any]:
+    """A FallOutcome record: the suspected fall, how it was settled, and its window for retraining."""
+    return {
+        "request_id": pending.request_id, "wearer_id": wearer_id, "seq": pending.seq, "impact_ts_ms": pending.impact_ts_ms,
+        "outcome": outcome, "label": label, "requested_ts_ms": pending.requested_ts_ms, "decided_ts_ms": decided_ts_ms,
+        "response_ts_ms": response_ts_ms, "probability": pending.probability, "threshold": pending.threshold,
+        "model_version": pending.model_version, "window_start_ts_ms": pending.window_start_ts_ms, "fs_hz": pending.fs_hz,
+        "features": pending.features, "xyz": pending.xyz,
+    }
+
+
+class ConfirmStage:
+    """Stage 3: asks the wearer, settles on the answer (``process``) or on the deadline (``expire``)."""
+
+    def __init__(self, codec: AvroCodec, *, suspected_topic: str, response_topic: str, window_s: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.codec = codec
+        self.suspected_topic, self.response_topic = suspected_topic, response_topic
+        self.window_ms = int(round(window_s * 1000))
+        self.clock = clock
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def process(self, messages: Sequence[RawMessage], state: Mapping[str, WearerConfirmState]) -> StageResult[WearerConfirmState]:
+        result: StageResult[WearerConfirmState] = StageResult()
+        for message in messages:
+            if message.topic == self.response_topic:
+                self.take_response(result, message, state)
+            else:
+                self.ask(result, message, state)
+        return result
+
+    def ask(self, result: StageResult[WearerConfirmState], message: RawMessage, state: Mapping[str, WearerConfirmState]) -> None:
+        record = result.decode(self.codec, message, SUSPECTED_SCHEMA)
+        if record is None:
+            return
+        found = check_identity(record, message.key, "wearer_id", "impact_ts_ms")
+        if found:
+            result.reject(message, found)
+            return
+        wearer = record["wearer_id"]
+        wearer_state = result.pending_state(wearer, state) or WearerConfirmState()
+        if not result.admit(record["seq"], wearer_state.last_seq):
+            return
+        now = self.now_ms()
+        pending = PendingConfirmation(
+            request_id=request_id(wearer, record["impact_ts_ms"]), seq=record["seq"], impact_ts_ms=record["impact_ts_ms"],
+            requested_ts_ms=now, deadline_ts_ms=now + self.window_ms, probability=record["probability"],
+            threshold=record["threshold"], model_version=record["model_version"],
+            window_start_ts_ms=record["window_start_ts_ms"], fs_hz=record["fs_hz"], features=dict(record["features"]),
+            xyz=record["xyz"],
+        )
+        wearer_state.last_seq, wearer_state.partition = record["seq"], message.partition
+        wearer_state.pending[pending.request_id] = pending
+        result.update_state(wearer, wearer_state, message.partition)
+        result.emit({
+            "request_id": pending.request_id, "wearer_id": wearer, "seq": pending.seq, "impact_ts_ms": pending.impact_ts_ms,
+            "requested_ts_ms": now, "deadline_ts_ms": pending.deadline_ts_ms, "probability": pending.probability,
+        }, float(record["impact_ts_ms"]), FALL_CONFIRM_REQUEST)
+
+    def take_response(self, result: StageResult[WearerConfirmState], message: RawMessage, state: Mapping[str, WearerConfirmState]) -> None:
+        record = result.decode(self.codec, message, RESPONSE_SCHEMA)
+        if record is None:
+            return
+        found = check_identity(record, message.key, "wearer_id", "ts_ms")
+        if found:
+            result.reject(message, found)
+            return
+        wearer, rid, answer = record["wearer_id"], record["request_id"], record["response"]
+        wearer_state = result.pending_state(wearer, state)
+        pending = wearer_state.pending.get(rid) if wearer_state else None
+        now = self.now_ms()
+        if pending is not None:
+            assert wearer_state is not None
+            if answer == "OK":
+                wearer_state.settle(pending, "DISMISSED", now)
+                result.emit(outcome_record(wearer, pending, "DISMISSED", "false_alarm", now, record["ts_ms"]), float(record["ts_ms"]), FALL_OUTCOMES)
+            else:
+                wearer_state.settle(pending, "EMERGENCY_HELP", now)
+                detail = f"wearer asked for help {(record['ts_ms'] - pending.requested_ts_ms) / 1000:.1f} s after the request"
+                result.emit(emergency_alert(wearer, pending, "OPEN", pending.impact_ts_ms, detail, pending.features), float(record["ts_ms"]), ALERTS)
+                result.emit(outcome_record(wearer, pending, "EMERGENCY_HELP", "fall", now, record["ts_ms"]), float(record["ts_ms"]), FALL_OUTCOMES)
+            result.update_state(wearer, wearer_state, wearer_state.partition)
+            return
+        decision = wearer_state.decision(rid) if wearer_state else None
+        if decision is None:
+            result.reject(message, Rejection("unknown_request", f"no confirmation request {rid!r} was sent to {wearer!r} (or it is older than the last {DECIDED_KEPT})", wearer))
+            return
+        assert wearer_state is not None
+        if decision.outcome == "EMERGENCY_NO_RESPONSE" and answer == "OK" and not decision.closed:
+            # The alert went out unanswered; a late "I'm OK" tells the responders to stand down.
+            decision.closed = True
+            detail = f"wearer answered OK {(now - decision.decided_ts_ms) / 1000:.1f} s after the alert"
+            result.emit(emergency_alert(wearer, decision, "CLOSE", record["ts_ms"], detail), float(record["ts_ms"]), ALERTS)
+            result.update_state(wearer, wearer_state, wearer_state.partition)
+            return
+        result.duplicates += 1  # a re-sent answer, or one to a request already settled the same way
+
+    def expire(self, state: Mapping[str, WearerConfirmState], partitions: Container[int] | None = None) -> StageResult[WearerConfirmState]:
+        """Emergency alerts for every pending confirmation past its deadline, on ``partitions`` (None: all)."""
+        result: StageResult[WearerConfirmState] = StageResult()
+        now = self.now_ms()
+        for wearer in list(state):
+            wearer_state = state[wearer]
+            if partitions is not None and wearer_state.partition not in partitions:
+                continue
+            due = [p for p in wearer_state.pending.values() if p.deadline_ts_ms <= now]
+            for pending in sorted(due, key=lambda p: p.seq):
+                wearer_state.settle(pending, "EMERGENCY_NO_RESPONSE", now)
+                detail = f"no answer within {self.window_ms / 1000:g} s of the confirmation request"
+                result.emit(emergency_alert(wearer, pending, "OPEN", pending.impact_ts_ms, detail, pending.features), float(pending.deadline_ts_ms), ALERTS)
+                result.emit(outcome_record(wearer, pending, "EMERGENCY_NO_RESPONSE", "unconfirmed", now, None), float(pending.deadline_ts_ms), FALL_OUTCOMES)
+            if due:
+                result.update_state(wearer, wearer_state, wearer_state.partition)
+        return result
+
+    @staticmethod
+    def has_pending(state: Mapping[str, WearerConfirmState]) -> bool:
+        return any(s.pending for s in state.values())
