@@ -111,8 +111,19 @@ def cmd_train_falls(args: argparse.Namespace, settings: Settings) -> int:
     from models.training import fingerprint
     from streams.evaluation.falls import fall_model_metadata, fit_fall_classifier, load_candidates
 
+    if args.simulate:
+        from streams.train import train_falls_simulated
+
+        with console.status("fitting stage 2 on synthetic wearers"):
+            version, info = train_falls_simulated(settings, seed=args.seed)
+        if args.json:
+            _print_json({"version": version, "models_dir": str(settings.models_dir), **info})
+        else:
+            out.print(f"trained and activated fall model [bold]{version}[/bold] on {info['falls']} synthetic falls and "
+                      f"{info['adl']} synthetic ADL trials (a demo model: train on recorded falls with --pack)")
+        return 0
     if not args.pack:
-        raise ValueError("`vigil train falls` needs --pack PATH (a SisFall-layout .npz)")
+        raise ValueError("`vigil train falls` needs --pack PATH (a SisFall-layout .npz) or --simulate")
     with console.status(f"screening every trial of {args.pack}"):
         data = load_candidates(args.pack)
     subjects = sorted(set(args.subjects) if args.subjects else set(data.subject.tolist()))

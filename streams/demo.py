@@ -1,4 +1,4 @@
-"""`vigil demo`, the main job: the whole pump cascade on a broker, a simulated week in a few minutes.
+"""`vigil demo`, the main job: the pump cascade and the fall cascade on a broker, a simulated week in a few minutes.
 
 It starts the embedded broker (unless VIGIL_BROKER is set), trains both tiers
 on a simulated healthy fleet (or takes the registry's active models), starts
@@ -6,6 +6,9 @@ one worker, and publishes a simulated fleet: by default 50 pumps, 3 of which
 develop bearing faults, one 1 s vibration capture and one process sample per
 pump every 30 minutes of event time for 7 days, with a few malformed and
 re-sent records mixed in. ``--pack`` replays a PRONOSTIA-layout pack instead.
+Beside the pumps, synthetic wearers (or, with ``--falls-pack``, SisFall
+subjects) go through the fall cascade, with a simulated responder answering
+the confirmation requests (``streams.demo_falls``).
 
 While it runs it shows how far the cascade has got; at the end it prints
 the alerts with their lead before the simulated failure, the cascade funnel,
@@ -24,7 +27,7 @@ import tempfile
 import time
 import urllib.request
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streams.demo_falls import FallDemo, FallDemoOptions, prepare_fall_model
 from streams.demo_report import DAY_MS, HOUR_MS
 from streams.demo_watch import DemoWatcher
 from streams.settings import Settings
@@ -59,8 +63,10 @@ class DemoOptions:
     report_dir: Path = Path("vigil-report")
     malformed_fraction: float = 0.002
     duplicate_fraction: float = 0.002
+    falls: FallDemoOptions = field(default_factory=FallDemoOptions)
 
     def validate(self) -> None:
+        self.falls.validate()
         if self.pack is None:
             if self.pumps < 1 or not 0 <= self.faulty <= self.pumps:
                 raise ValueError(f"need pumps >= 1 and 0 <= faulty <= pumps, got {self.pumps} and {self.faulty}")
@@ -208,16 +214,19 @@ def _get_json(url: str) -> Any:
         return json.loads(response.read())
 
 
-def _caught_up(watcher: DemoWatcher, expected_windows: int, web: str) -> bool:
-    """Every window scored by both tiers, and the alert and trend stages have consumed all of it."""
+def _scrape(web: str) -> dict[str, float] | None:
     from streams.metrics import scrape_metrics
 
+    try:
+        return scrape_metrics(f"{web}/metrics")
+    except OSError:
+        return None
+
+
+def _caught_up(watcher: DemoWatcher, expected_windows: int, samples: dict[str, float]) -> bool:
+    """Every window scored by both tiers, and the alert and trend stages have consumed all of it."""
     c = watcher.counts
     if c["edge"] < expected_windows or c["cloud"] < c["scored"]:
-        return False
-    try:
-        samples = scrape_metrics(f"{web}/metrics")
-    except OSError:
         return False
     alerts_in = samples.get('vigil_records_in_total{stage="pump.scores.cloud"}', 0.0)
     trends_in = samples.get('vigil_records_in_total{stage="pump.trends"}', 0.0)
@@ -252,6 +261,11 @@ def run_demo(options: DemoOptions) -> int:
 
         settings, models_line = prepare_models(options, settings, workdir)
         console.print(f"models: {models_line}")
+        if options.falls.enabled:
+            with console.status("preparing the fall model ..."):
+                falls_line = prepare_fall_model(options.falls, settings, options.use_registry)
+            console.print(f"falls: {falls_line}")
+            models_line += f"; {falls_line}"
         source = pack_source(options.pack) if options.pack is not None else simulated_source(options)
         console.print(f"source: {source.description}")
         ensure_topics(settings)
@@ -267,6 +281,11 @@ def run_demo(options: DemoOptions) -> int:
         producer = RecordProducer(settings, codec)
         publish_s = options.publish_seconds or options.publish_share * (deadline - time.monotonic())
         rate = source.total_records / max(5.0, publish_s)
+        falls = FallDemo(options.falls, settings, codec) if options.falls.enabled else None
+        if falls is not None:
+            console.print(f"wearers: {falls.description}")
+            falls.start(publish_s, should_stop=lambda: time.monotonic() > deadline or worker.poll() is not None)
+            stack.callback(falls.stop)
 
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
@@ -280,9 +299,14 @@ def run_demo(options: DemoOptions) -> int:
                 day = max(0.0, (watcher.latest_event_ms - source.start_ms) / DAY_MS)
                 if step is not None:
                     progress.update(published, completed=step)
+                fall_detail = ""
+                if falls is not None:
+                    fw = falls.watcher
+                    fall_detail = (f" · falls: candidates {fw.counts['candidates']}, suspected {fw.counts['suspected']}, "
+                                   f"dismissed {sum(o['outcome'] == 'DISMISSED' for o in fw.outcomes.values())}, alerts {len(fw.alerts)}")
                 progress.update(cascade, completed=c["edge"], detail=(
                     f"event day {day:.1f} · flagged {c['flagged']} · confirmed {c['confirmed']} · "
-                    f"alerts {len(watcher.episodes)} · dead letters {sum(watcher.dead_letters.values())}"))
+                    f"alerts {len(watcher.episodes)} · dead letters {sum(watcher.dead_letters.values())}{fall_detail}"))
 
             stats = publish_steps(
                 producer, source.steps, rate_per_s=rate, malformed_fraction=options.malformed_fraction,
@@ -294,32 +318,43 @@ def run_demo(options: DemoOptions) -> int:
             malformed = sum(stats["malformed"].values())
             progress.update(cascade, total=expected)
             complete = False
-            while time.monotonic() < deadline and worker.poll() is None and watcher.error is None:
+            while time.monotonic() < deadline and worker.poll() is None and watcher.error is None and _fall_error(falls) is None:
                 show()
-                if sum(watcher.dead_letters.values()) >= malformed and _caught_up(watcher, expected, web):
+                samples = _scrape(web) if sum(watcher.dead_letters.values()) >= malformed else None
+                if samples is not None and _caught_up(watcher, expected, samples) and (falls is None or falls.caught_up(samples)):
                     complete = True
                     break
                 time.sleep(0.5)
             show()
-        if worker.poll() is not None or watcher.error is not None:
-            console.print(f"[red]the demo stopped early: {watcher.error or f'worker exited with {worker.returncode}'}; see {log_path}[/red]")
+        error = watcher.error or _fall_error(falls)
+        if worker.poll() is not None or error is not None:
+            console.print(f"[red]the demo stopped early: {error or f'worker exited with {worker.returncode}'}; see {log_path}[/red]")
             return 1
         cpu_s = _cpu_seconds(worker.pid)
         trends = {a.asset_id: _trend_or_none(f"{web}/pumps/{a.asset_id}/trend") for a in source.assets}
         watcher.stop()
+        if falls is not None:
+            falls.stop()
 
     latency_ms = watcher.latency_ms()
     summary = summarize(options, source, stats, watcher, trends, latency_ms, complete=complete,
                         elapsed_s=time.monotonic() - started, worker_cpu_s=cpu_s)
+    fall_latency_ms = falls.watcher.latency_ms() if falls is not None else {}
+    if falls is not None:
+        summary["falls"] = {**falls.summary(), "latency": {stage: _percentiles(s) for stage, s in fall_latency_ms.items()}}
     from streams.demo_report import write_report
 
-    index = write_report(build_report(summary, source, watcher, trends, latency_ms, models_line), options.report_dir)
+    index = write_report(build_report(summary, source, watcher, trends, latency_ms, models_line, fall_latency_ms), options.report_dir)
     summary["report"] = str(index)
     if options.json:
         print(json.dumps(summary))
     else:
         print_summary(summary)
     return 0 if complete else 1
+
+
+def _fall_error(falls: FallDemo | None) -> str | None:
+    return None if falls is None else falls.watcher.error
 
 
 def _trend_or_none(url: str) -> dict[str, Any] | None:
@@ -400,8 +435,8 @@ def summarize(
 
 
 def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatcher, trends: dict[str, Any],
-                 latency_ms: dict[str, list[float]], models_line: str) -> Any:
-    from streams.demo_report import AlertSpan, DemoReport, PumpTrace
+                 latency_ms: dict[str, list[float]], models_line: str, fall_latency_ms: dict[str, list[float]] | None = None) -> Any:
+    from streams.demo_report import AlertSpan, DemoReport, FallSection, PumpTrace
 
     spans: dict[str, list[AlertSpan]] = {}
     for e in watcher.episodes.values():
@@ -435,8 +470,20 @@ def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatch
         "opened (day)": a["opened_day"], "lead before failure (h)": "-" if a["lead_h"] is None else a["lead_h"],
         "severity": a["severity"], "diagnosis": a["diagnosis"], "closed": "yes" if a["closed"] else "no",
     } for a in summary["alerts"]]
+    falls = None
+    if "falls" in summary:
+        f = summary["falls"]
+        falls = FallSection(
+            summary=[(k, v) for k, v in fall_lines(f)],
+            funnel=list(f["funnel"].items()),
+            latency_ms=fall_latency_ms or {},
+            alert_rows=[{"alert": a["alert_id"], "wearer": a["wearer"], "why": a["reason"], "trial": a["source"],
+                         "really a fall": {True: "yes", False: "no (false alarm)", None: "?"}[a["is_fall"]],
+                         "stage-2 probability": a["probability"], "state": a["state"]} for a in f["alerts"]],
+        )
     return DemoReport(
-        title="vigil demo: pump cascade",
+        title="vigil demo: pump and fall cascades",
+        falls=falls,
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         summary=rows,
         funnel=list(summary["funnel"].items()),
@@ -449,8 +496,25 @@ def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatch
             "Health is each pump's hourly mean edge-tier anomaly score, served by the worker at /pumps/{id}/trend; the "
             "dashed line is the edge flag threshold, shaded spans are alert episodes, the vertical line the simulated failure.",
             "The simulated fleet is synthetic (models/simulate.py): bearing defects grow exponentially from onset to failure.",
+            "Synthetic wearers (models/wearer_sim.py) are simulated signals, not recordings; so is the fall model trained on them. "
+            "The responder simulator answers each confirmation request \"I'm OK\" with a fixed probability, whatever happened.",
         ],
     )
+
+
+def fall_lines(f: dict[str, Any]) -> list[tuple[str, str]]:
+    """The fall topology's summary as (label, text) rows, for the console and the report."""
+    o = f["outcomes"]
+    return [
+        ("wearers", f["source"]),
+        ("trials", f"{f['trials']}: {f['fall_trials']} falls, {f['adl_trials']} ADL"),
+        ("falls suspected", f"{f['falls_suspected']} of {f['fall_trials']} fall trials"),
+        ("ADL trials suspected", f"{f['adl_suspected']} of {f['adl_trials']}"),
+        ("settled", f"{o['dismissed (wearer said OK)']} dismissed by the wearer ({f['dismissed_real_falls']} of them real falls), "
+                    f"{o['no answer: alert']} unanswered -> alert, {o['help asked: alert']} help asked -> alert"),
+        ("dead letters", ", ".join(f"{r}: {n}" for r, n in sorted(f["dead_letters"].items())) or "none"),
+        ("latency p50 / p99", "; ".join(f"{stage} {_p50_p99(p)}" for stage, p in f["latency"].items())),
+    ]
 
 
 def _p50_p99(p: dict[str, Any]) -> str:
@@ -491,6 +555,23 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"throughput {t['raw_records_per_s']} raw records/s, {t['raw_records_per_worker_cpu_s']} per worker CPU-second; "
         f"{summary['elapsed_s']} s in all"
     )
+    if "falls" in summary:
+        f = summary["falls"]
+        falls = Table(title=f"fall cascade: {len(f['alerts'])} emergency alerts")
+        for column in ("wearer", "trial", "really a fall", "why", "stage-2 probability"):
+            falls.add_column(column)
+        for a in f["alerts"]:
+            falls.add_row(a["wearer"], a["source"], {True: "yes", False: "[red]no (false alarm)[/red]", None: "?"}[a["is_fall"]],
+                          a["reason"] or a["state"], f"{a['probability']:.3f}")
+        out.print(falls)
+        rows = Table(title="fall funnel")
+        rows.add_column("")
+        rows.add_column("")
+        for stage, count in f["funnel"].items():
+            rows.add_row(stage, str(count))
+        for label, text in fall_lines(f):
+            rows.add_row(label, text)
+        out.print(rows)
     out.print(f"report: [bold]{summary.get('report')}[/bold]")
     if not summary["complete"]:
         out.print("[yellow]the run hit its time bound before the cascade caught up; the numbers cover what got through[/yellow]")

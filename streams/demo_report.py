@@ -53,6 +53,14 @@ class PumpTrace:
 
 
 @dataclass
+class FallSection:
+    summary: list[tuple[str, str]]
+    funnel: list[tuple[str, int]]
+    latency_ms: dict[str, list[float]]
+    alert_rows: list[dict[str, Any]]
+
+
+@dataclass
 class DemoReport:
     title: str
     generated_at: str
@@ -62,6 +70,7 @@ class DemoReport:
     pumps: list[PumpTrace]
     alert_rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    falls: FallSection | None = None
 
 
 # --------------------------------------------------------------------------- SVG primitives
@@ -522,6 +531,16 @@ def write_report(report: DemoReport, out_dir: Path) -> Path:
     for pump, name in zip(ordered, _health_files(ordered)):
         files[name] = health_trend_svg(pump, start_ms, end_ms)
         (faulty if pump.fault is not None else healthy).append((name, files[name]))
+    falls_html = ""
+    if report.falls is not None:
+        files["falls-funnel.svg"] = funnel_svg(report.falls.funnel)
+        files["falls-latency.svg"] = latency_histogram_svg(report.falls.latency_ms)
+        falls_html = _section("falls", "Fall detection", "".join([
+            _table(None, [list(r) for r in report.falls.summary], "No summary."),
+            "<h3>Emergency alerts</h3>", _table(list(report.falls.alert_rows[0]) if report.falls.alert_rows else None,
+                                                [list(r.values()) for r in report.falls.alert_rows], "No emergency alerts were raised."),
+            _figure(files["falls-funnel.svg"], "falls-funnel.svg"), _figure(files["falls-latency.svg"], "falls-latency.svg"),
+        ]))
     for name, svg in files.items():
         (plots / name).write_text(svg, encoding="utf-8")
 
@@ -536,6 +555,7 @@ def write_report(report: DemoReport, out_dir: Path) -> Path:
         _section("funnel", "Cascade funnel", _figure(files["funnel.svg"], "funnel.svg")),
         _section("latency", "Latency", _figure(files["latency.svg"], "latency.svg")),
         _section("health", "Health trends", _health_section([("Simulated faults", faulty), ("Healthy", healthy)])),
+        falls_html,
         _section("notes", "Notes", notes),
         "</body></html>\n",
     ])

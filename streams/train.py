@@ -80,3 +80,26 @@ def train_pumps_simulated(
     models = fit_pump_models(features, config=config, source=source)
     edge_version, cloud_version = save_pump_models(ModelRegistry(settings.models_dir), models)
     return edge_version, cloud_version, {"edge": models.edge_metadata["metrics"], "cloud": models.cloud_metadata["metrics"]}
+
+
+def train_falls_simulated(settings: Settings, *, falls: int = 240, adl: int = 360, seed: int = 0) -> tuple[str, dict[str, Any]]:
+    """Stage 2 fitted on SYNTHETIC wearer trials (``models.wearer_sim``), screened by the same stage 1, into the registry.
+
+    For demos and machines without a dataset; a real deployment trains on recorded falls
+    (`vigil train falls --pack`). Trials are grouped into 8 pseudo-subjects for the inner threshold split.
+    """
+    import numpy as np
+
+    from models.registry import FALL_TIER
+    from models.wearer_sim import FS_HZ, simulate_trials
+    from streams.evaluation.falls import fall_model_metadata, fit_fall_classifier, screen_trials
+
+    trials = simulate_trials(falls, adl, seed=seed)
+    subjects = np.array([f"synthetic-{i % 8}" for i in range(len(trials))])
+    data = screen_trials([t.acc_g for t in trials], np.array([t.is_fall for t in trials]), subjects,
+                         np.array([t.activity for t in trials]), float(FS_HZ))
+    clf = fit_fall_classifier(data, seed=seed)
+    metadata = fall_model_metadata(data, clf, sorted(set(subjects.tolist())), f"synthetic wearers (models/wearer_sim.py, seed {seed})")
+    metadata["synthetic"] = True
+    version = ModelRegistry(settings.models_dir).save(FALL_TIER, clf, metadata, activate=True)
+    return version, {"falls": falls, "adl": adl, "threshold": clf.threshold_, "candidates": int(data.passed.sum())}

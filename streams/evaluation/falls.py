@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -51,18 +51,24 @@ def load_candidates(path: str | Path, config: ScreenConfig = ScreenConfig()) -> 
         offsets, fs = d["trial_offsets"], float(d["fs_hz"])
         acc = to_g(d["acc"], float(d["count_to_g"]))
         is_fall, subject, activity = d["is_fall"].astype(bool), d["subject"], d["activity"]
-    features, trials, passed, peaks = [], [], [], []
-    for t in range(len(offsets) - 1):
-        trial = acc[offsets[t]:offsets[t + 1]]
-        windows = candidate_windows(trial, peak_candidates(trial, fs, config), fs)
-        features.append(fall_window_features(windows, fs))
-        passed.append(screen_mask(windows, fs, config))
-        peaks.append(np.linalg.norm(windows[:, int(round(PRE_S * fs))], axis=1))
-        trials.append(np.full(len(windows), t))
+    trials = [acc[offsets[t]:offsets[t + 1]] for t in range(len(offsets) - 1)]
+    return screen_trials(trials, is_fall, subject, activity, fs, config)
+
+
+def screen_trials(trials: Sequence[np.ndarray], is_fall: np.ndarray, subject: np.ndarray, activity: np.ndarray, fs_hz: float,
+                  config: ScreenConfig = ScreenConfig()) -> FallCandidates:
+    """Stage 1 over trials given as (n, 3) signals in g, with a label, subject and activity per trial."""
+    features, trial_of, passed, peaks = [], [], [], []
+    for t, trial in enumerate(trials):
+        windows = candidate_windows(trial, peak_candidates(trial, fs_hz, config), fs_hz)
+        features.append(fall_window_features(windows, fs_hz))
+        passed.append(screen_mask(windows, fs_hz, config))
+        peaks.append(np.linalg.norm(windows[:, int(round(PRE_S * fs_hz))], axis=1))
+        trial_of.append(np.full(len(windows), t))
     return FallCandidates(
-        features=np.concatenate(features), trial=np.concatenate(trials), passed=np.concatenate(passed),
-        peak_g=np.concatenate(peaks), is_fall=is_fall, subject=subject, activity=activity,
-        trial_seconds=np.diff(offsets) / fs, fs_hz=fs, config=config,
+        features=np.concatenate(features), trial=np.concatenate(trial_of), passed=np.concatenate(passed),
+        peak_g=np.concatenate(peaks), is_fall=np.asarray(is_fall, bool), subject=np.asarray(subject), activity=np.asarray(activity),
+        trial_seconds=np.array([len(t) for t in trials]) / fs_hz, fs_hz=fs_hz, config=config,
     )
 
 

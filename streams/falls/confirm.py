@@ -5,7 +5,8 @@ A suspected fall asks the wearer's device "are you OK?" and waits
 sets the pace here. Then:
 
 * "I'm OK" before the deadline: a DISMISSED outcome labelled ``false_alarm``
-  (kept, with its window, for false-alarm monitoring and retraining); no alert.
+  (kept, with the window's features, for false-alarm monitoring and retraining;
+  the window itself is the fall.suspected record it names); no alert.
 * "HELP": a CRITICAL ``fall.emergency`` alert at once.
 * no answer by the deadline: a CRITICAL ``fall.emergency`` alert, raised by
   ``expire`` (the worker's timer calls it).
@@ -13,7 +14,8 @@ sets the pace here. Then:
 
 Pending confirmations are the wearer's state in a changelog-backed table, so
 a worker that restarts during the wait still raises the alert (or takes the
-answer) after recovering them. Request ids and alert ids are deterministic
+answer) after recovering them. The state holds no windows (12 KB each): a
+wearer's pending confirmations must fit one changelog record. Request ids and alert ids are deterministic
 (wearer, impact time): a replayed suspected fall asks nothing new.
 """
 from __future__ import annotations
@@ -21,8 +23,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Container, Mapping, Sequence
-
-import numpy as np
 
 from streams.codec import AvroCodec
 from streams.stage import RawMessage, StageResult
@@ -56,7 +56,6 @@ class PendingConfirmation:
     window_start_ts_ms: int
     fs_hz: float
     features: dict[str, float]
-    xyz: bytes = b""
 
 
 @dataclass
@@ -88,16 +87,14 @@ class WearerConfirmState:
         return decision
 
     def to_bytes(self) -> bytes:
-        pending = {rid: {k: v for k, v in asdict(p).items() if k != "xyz"} for rid, p in self.pending.items()}
-        arrays = {rid: np.frombuffer(p.xyz, dtype=np.uint8) for rid, p in self.pending.items()}
-        header = {"last_seq": self.last_seq, "partition": self.partition, "pending": pending,
+        header = {"last_seq": self.last_seq, "partition": self.partition, "pending": {rid: asdict(p) for rid, p in self.pending.items()},
                   "decided": [asdict(d) for d in self.decided]}
-        return pack_state(header, arrays)
+        return pack_state(header)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "WearerConfirmState":
-        header, arrays = unpack_state(data)
-        pending = {rid: PendingConfirmation(**p, xyz=arrays[rid].tobytes()) for rid, p in header["pending"].items()}
+        header, _ = unpack_state(data)
+        pending = {rid: PendingConfirmation(**p) for rid, p in header["pending"].items()}
         return cls(last_seq=header["last_seq"], partition=header["partition"], pending=pending,
                    decided=[Decision(**d) for d in header["decided"]])
 
@@ -134,13 +131,13 @@ def emergency_alert(wearer_id: str, event: PendingConfirmation | Decision, state
 
 def outcome_record(wearer_id: str, pending: PendingConfirmation, outcome: str, label: str, decided_ts_ms: int,
                    response_ts_ms: int | None) -> dict[str, Any]:
-    """A FallOutcome record: the suspected fall, how it was settled, and its window for retraining."""
+    """A FallOutcome record: the suspected fall, how it was settled, and its features for retraining."""
     return {
         "request_id": pending.request_id, "wearer_id": wearer_id, "seq": pending.seq, "impact_ts_ms": pending.impact_ts_ms,
         "outcome": outcome, "label": label, "requested_ts_ms": pending.requested_ts_ms, "decided_ts_ms": decided_ts_ms,
         "response_ts_ms": response_ts_ms, "probability": pending.probability, "threshold": pending.threshold,
         "model_version": pending.model_version, "window_start_ts_ms": pending.window_start_ts_ms, "fs_hz": pending.fs_hz,
-        "features": pending.features, "xyz": pending.xyz,
+        "features": pending.features,
     }
 
 
@@ -184,7 +181,6 @@ class ConfirmStage:
             requested_ts_ms=now, deadline_ts_ms=now + self.window_ms, probability=record["probability"],
             threshold=record["threshold"], model_version=record["model_version"],
             window_start_ts_ms=record["window_start_ts_ms"], fs_hz=record["fs_hz"], features=dict(record["features"]),
-            xyz=record["xyz"],
         )
         wearer_state.last_seq, wearer_state.partition = record["seq"], message.partition
         wearer_state.pending[pending.request_id] = pending

@@ -59,7 +59,7 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
         [sys.executable, "-m", "streams.cli", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--publish-seconds", "30",
-         "--max-seconds", "240", "--json"],
+         "--max-seconds", "240", "--wearers", "4", "--trials-per-wearer", "8", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -76,10 +76,22 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     assert summary["trends_served"] == 4
     assert summary["latency"]["end to end: raw -> pump.scores.cloud"]["n"] == funnel["scored"]
 
+    # The fall cascade ran beside the pumps: 4 synthetic wearers, 2 falls each, every request settled.
+    falls = summary["falls"]
+    assert (falls["wearers"], falls["trials"], falls["fall_trials"]) == (4, 32, 8)
+    assert falls["falls_suspected"] >= 7 and falls["adl_suspected"] <= 1
+    f = falls["funnel"]
+    assert f["stage 1: candidates"] >= f["stage 2: suspected falls"] == f["confirmation requests"] >= 7
+    settled = falls["outcomes"]
+    assert sum(settled.values()) == f["confirmation requests"]
+    assert f["emergency alerts"] == len(falls["alerts"]) == settled["no answer: alert"] + settled["help asked: alert"]
+    assert falls["responder"]["requests"] == f["confirmation requests"] and falls["responder"]["OK"] == settled["dismissed (wearer said OK)"]
+    assert falls["latency"]["unanswered deadline -> alert"]["n"] == settled["no answer: alert"]
+
     report = tmp_path / "vigil-report"
     assert summary["report"] == str(Path("vigil-report") / "index.html")
     plots = sorted(p.name for p in (report / "plots").glob("*.svg"))
-    assert plots == sorted(["funnel.svg", "latency.svg"] + [f"health-pump-{i:03d}.svg" for i in range(4)])
+    assert plots == sorted(["funnel.svg", "latency.svg", "falls-funnel.svg", "falls-latency.svg"] + [f"health-pump-{i:03d}.svg" for i in range(4)])
     page = (report / "index.html").read_text()
     assert page.count("<svg") == len(plots) and summary["faulty"][0] in page
 
@@ -93,7 +105,8 @@ def test_the_demo_replays_a_pack_and_raises_the_alerts_the_offline_cascade_raise
     _, (pack, onsets) = synthetic_packs
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--pack", str(pack), "--publish-seconds", "30", "--max-seconds", "240", "--json"],
+        [sys.executable, "-m", "streams.cli", "demo", "--pack", str(pack), "--publish-seconds", "30", "--max-seconds", "240",
+         "--wearers", "0", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from models.falls import ScreenConfig
+from models.falls import FEATURE_NAMES, ScreenConfig
 from models.registry import FALL_TIER, ModelRegistry
 from streams.codec import AvroCodec
 from streams.falls.replay import WearerTrial, publish_wearers
@@ -115,7 +115,7 @@ def test_im_ok_within_the_window_dismisses_the_fall_and_raises_no_alert(rig):
     rig.answer(request)
     outcome = rig.wait_for(FALL_OUTCOMES, of("w-ok"))[0]
     assert (outcome["outcome"], outcome["label"]) == ("DISMISSED", "false_alarm")
-    assert len(outcome["xyz"]) == 1000 * 12  # the window, kept for retraining
+    assert set(outcome["features"]) == set(FEATURE_NAMES) and outcome["seq"] == request["seq"]  # what stage 2 retrains on
     time.sleep(WINDOW_S + 2.0)  # past the deadline: still nothing
     assert [a for a in rig.read(ALERTS) if of("w-ok")(a)] == []
     assert len([o for o in rig.read(FALL_OUTCOMES) if of("w-ok")(o)]) == 1

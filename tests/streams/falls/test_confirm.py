@@ -80,7 +80,7 @@ def test_a_suspected_fall_asks_the_wearer_and_alerts_when_nobody_answers_by_the_
     assert (alert["kind"], alert["state"], alert["severity"], alert["asset_id"]) == (ALERT_KIND, "OPEN", "CRITICAL", "w-1")
     assert alert["alert_id"] == request["request_id"] and alert["opened_ts_ms"] == T0_MS + 5450
     assert alert["edge_score"] == 0.93 and alert["top_features"] == {"peak_g": 4.1, "angle_change_deg": 88.0}
-    assert (outcome["outcome"], outcome["label"], outcome["response_ts_ms"], outcome["xyz"]) == ("EMERGENCY_NO_RESPONSE", "unconfirmed", None, WINDOW_XYZ)
+    assert (outcome["outcome"], outcome["label"], outcome["response_ts_ms"], outcome["seq"]) == ("EMERGENCY_NO_RESPONSE", "unconfirmed", None, 0)
     assert run.state["w-1"].pending == {} and run.expire().outputs == []  # raised once
 
 
@@ -91,7 +91,7 @@ def test_im_ok_before_the_deadline_dismisses_it_as_a_labelled_false_alarm_and_no
     assert [t for t, _ in result] == ["fall.outcomes"]
     outcome = result[0][1]
     assert (outcome["outcome"], outcome["label"], outcome["response_ts_ms"]) == ("DISMISSED", "false_alarm", 1_800_000_003_000)
-    assert outcome["features"] == {"peak_g": 4.1, "angle_change_deg": 88.0} and outcome["xyz"] == WINDOW_XYZ
+    assert outcome["features"] == {"peak_g": 4.1, "angle_change_deg": 88.0} and outcome["model_version"] == "falls-1"
     clock.t += 60.0
     assert run.expire().outputs == []
     again = run.feed([answer(request["request_id"])], RESPONSES)  # the device sent it twice
@@ -122,7 +122,7 @@ def test_a_replayed_suspected_fall_asks_nothing_new_and_pending_survive_the_stat
     replay = run.feed([suspected(0), suspected(1, impact_ts_ms=T0_MS + 60_000)], SUSPECTED)
     assert replay.outputs == [] and replay.duplicates == 2
     pending = run.state["w-1"].pending
-    assert len(pending) == 2 and all(p.xyz == WINDOW_XYZ for p in pending.values())
+    assert sorted(p.seq for p in pending.values()) == [0, 1] and all(p.features["peak_g"] == 4.1 for p in pending.values())
     clock.t += 10.0
     assert len([t for t in run.expire().output_topics if t == "alerts"]) == 2
 
@@ -141,3 +141,10 @@ def test_expire_only_settles_the_partitions_it_is_given(run, clock):
     assert set(first.state_partitions.values()) == {3}
     second = run.expire()
     assert [r["asset_id"] for r, t in zip(second.outputs, second.output_topics) if t == "alerts"] == ["w-1"]
+
+
+def test_a_wearers_state_stays_small_with_many_pending_confirmations(run):
+    """Windows stay out of the state: 100 pending confirmations fit one changelog record with room to spare."""
+    run.feed([suspected(i, impact_ts_ms=T0_MS + 60_000 * i) for i in range(100)], SUSPECTED)
+    assert len(run.state["w-1"].pending) == 100
+    assert len(run.state["w-1"].to_bytes()) < 100_000
