@@ -24,8 +24,19 @@ def format_alert(alert: dict[str, Any]) -> str:
     ...     "diagnosis": {"fault": "outer_race", "confidence": 0.9, "envelope_ratios": {}},
     ...     "top_features": {"envelope_bpfo": 8.5, "rms_g": 2.25}}))
     1970-01-01 00:00:00 OPEN   [red]HIGH    [/red] pump-7 pump.anomaly ab12 edge 0.710 cloud 12.0 confirmations 3 outer_race (90%) top envelope_bpfo +8.5, rms_g +2.2
+
+    Fall emergencies carry stage 2's probability and the stage-3 reason instead:
+
+    >>> print(format_alert({"ts_ms": 0, "state": "OPEN", "severity": "CRITICAL", "asset_id": "w-3", "kind": "fall.emergency",
+    ...     "alert_id": "w-3/fall/0", "edge_score": 0.97, "detail": "no answer within 10 s of the confirmation request",
+    ...     "top_features": {"peak_g": 4.2, "angle_change_deg": 88.0}}))
+    1970-01-01 00:00:00 OPEN   [bold red]CRITICAL[/bold red] w-3 fall.emergency w-3/fall/0 fall probability 0.970: no answer within 10 s of the confirmation request; peak_g 4.2, angle_change_deg 88.0
     """
     style = SEVERITY_STYLE.get(alert["severity"], "white")
+    if alert["kind"].startswith("fall."):
+        evidence = ", ".join(f"{name} {value:.1f}" for name, value in (alert.get("top_features") or {}).items())
+        return (f"{_utc(alert['ts_ms'])} {alert['state']:<6} [{style}]{alert['severity']:<8}[/{style}] {alert['asset_id']} {alert['kind']} "
+                f"{alert['alert_id']} fall probability {alert['edge_score']:.3f}: {alert.get('detail', '')}{'; ' + evidence if evidence else ''}")
     diagnosis = alert.get("diagnosis")
     why = f" {diagnosis['fault']} ({diagnosis['confidence']:.0%})" if diagnosis else ""
     top = ", ".join(f"{name} {value:+.1f}" for name, value in (alert.get("top_features") or {}).items())

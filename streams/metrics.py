@@ -16,6 +16,9 @@ RESEEKS = Counter("vigil_offset_reseeks_total", "Times a stage saw a partition's
 OFFSET_JUMPS = Counter("vigil_offset_jumps_accepted_total", "Offset jumps still there after re-seeking, accepted as real gaps", ["stage"])
 PUBLISH_RETRIES = Counter("vigil_publish_retries_total", "Batches whose outputs had to be sent again", ["stage"])
 FLAGGED = Counter("vigil_edge_flagged_total", "Windows the edge tier flagged", ["feature_set"])
+FALL_OUTCOMES = Counter("vigil_fall_outcomes_total",
+                        "Suspected falls settled by stage 3: DISMISSED (a false alarm, by the wearer), EMERGENCY_NO_RESPONSE, EMERGENCY_HELP",
+                        ["outcome"])
 BATCH_SECONDS = Histogram(
     "vigil_batch_seconds",
     "Wall time a stage spends on one batch, publishing included",

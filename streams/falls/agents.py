@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from models.falls import FallClassifier, ScreenConfig
 from models.registry import FALL_TIER, ModelNotFoundError, ModelRegistry
+from streams import metrics
 from streams.agents import StagePublisher, TopologyWiring, observe_outputs, register_stage_agent
 from streams.codec import AvroCodec
 from streams.falls.classify import FallModelStage, WearerClassifyState
@@ -102,6 +103,9 @@ class ConfirmationTimer:
         self.track(result)
 
     def track(self, result: StageResult) -> None:
+        for record, topic in zip(result.outputs, result.output_topics):
+            if topic == FALL_OUTCOMES:
+                metrics.FALL_OUTCOMES.labels(record["outcome"]).inc()
         if self.with_pending is None:
             return
         for wearer, wearer_state in result.state_updates.items():
@@ -131,6 +135,9 @@ class ConfirmationTimer:
                 return
             ready = {partition for partition, deadline in due.items()
                      if now_ms - deadline >= self.max_hold_ms or await self.answers_read(partition)}
+            held = sorted(set(due) - ready)
+            if held:
+                logger.info("expired confirmations held until the answers already sent are read", extra={"partitions": held})
             if not ready:
                 return
             result = self.stage.expire(open_here, ready)

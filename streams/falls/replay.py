@@ -107,13 +107,19 @@ def publish_wearers(producer: Any, wearers: dict[str, list[WearerTrial]], *, fs_
                     speed: float = 0.0, rate_per_s: float = 0.0, should_stop: Callable[[], bool] | None = None,
                     on_sent: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Publish every wearer's trials as ImuChunks; ``speed`` paces by event time (1 = real time), ``rate_per_s``
-    by records (0 and 0: as fast as possible). Returns counts and the spans (ground truth) of the published trials."""
+    by records (0 and 0: as fast as possible). Returns counts and the spans (ground truth) of the published trials.
+
+    Event time starts at ``start_ms`` (now). A run faster than real time puts its wearers' event time ahead of
+    the clock; running again for the same wearers before the clock has caught up makes their new chunks
+    dead letters (``timestamp_backwards``), as it would for a device whose clock jumped back.
+    """
     from streams.producer import Pacer
 
     start_ms = int(time.time() * 1000) if start_ms is None else start_ms
     streams, spans = [], []
     for wearer_id, trials in wearers.items():
-        records, wearer_spans = wearer_records(wearer_id, trials, start_ms, fs_hz=fs_hz)
+        # Sequence numbers continue across runs (a later run starts at a later ms), so a rerun is not taken for a replay.
+        records, wearer_spans = wearer_records(wearer_id, trials, start_ms, fs_hz=fs_hz, first_seq=start_ms * 1000)
         streams.append(records)
         spans += wearer_spans
     pacer, started = Pacer(rate_per_s), time.monotonic()

@@ -168,5 +168,9 @@ def test_the_responder_simulator_answers_requests(rig):
     assert (outcome["response_ts_ms"] - outcome["requested_ts_ms"]) / 1000 >= 0.5
 
 
-def test_nothing_was_dead_lettered(rig):
+def test_nothing_was_dead_lettered_and_the_worker_counts_its_outcomes(rig):
     assert rig.read(FALL_DEADLETTER) == []
+    # The worker started after the restart settled w-restart-ok, w-restart-silent and w-responder.
+    counted = rig.workers[-1].metrics()
+    assert counted['vigil_fall_outcomes_total{outcome="DISMISSED"}'] == 2
+    assert counted['vigil_fall_outcomes_total{outcome="EMERGENCY_NO_RESPONSE"}'] == 1
