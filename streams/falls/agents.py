@@ -14,7 +14,7 @@ from streams import metrics
 from streams.agents import StagePublisher, TopologyWiring, observe_outputs, register_stage_agent
 from streams.codec import AvroCodec
 from streams.falls.classify import FallModelStage, WearerClassifyState
-from streams.falls.confirm import ConfirmStage, WearerConfirmState
+from streams.falls.confirm import ConfirmStage, WearerConfirmState, overdue_partitions
 from streams.falls.screen import ScreenStage, WearerScreenState
 from streams.settings import Settings
 from streams.stage import RawMessage, StageResult
@@ -129,8 +129,7 @@ class ConfirmationTimer:
             mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == self.stage.suspected_topic}
             open_here = {w: self.state[w] for w in self.with_pending if w in self.state}
             open_here = {w: s for w, s in open_here.items() if s.partition in mine}
-            due = {s.partition: min(p.deadline_ts_ms for p in s.pending.values()) for s in open_here.values() if s.pending}
-            due = {partition: deadline for partition, deadline in due.items() if deadline <= now_ms}
+            due = overdue_partitions(open_here.values(), now_ms)
             if not due:
                 return
             ready = {partition for partition, deadline in due.items()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Container, Mapping, Sequence
+from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 
 from streams.codec import AvroCodec
 from streams.stage import RawMessage, StageResult
@@ -97,6 +97,16 @@ class WearerConfirmState:
         pending = {rid: PendingConfirmation(**p) for rid, p in header["pending"].items()}
         return cls(last_seq=header["last_seq"], partition=header["partition"], pending=pending,
                    decided=[Decision(**d) for d in header["decided"]])
+
+
+def overdue_partitions(states: Iterable[WearerConfirmState], now_ms: float) -> dict[int, int]:
+    """Partition -> the earliest deadline already passed among its wearers' pending confirmations."""
+    due: dict[int, int] = {}
+    for state in states:
+        for pending in state.pending.values():
+            if pending.deadline_ts_ms <= now_ms:
+                due[state.partition] = min(due.get(state.partition, pending.deadline_ts_ms), pending.deadline_ts_ms)
+    return due
 
 
 def emergency_alert(wearer_id: str, event: PendingConfirmation | Decision, state: str, ts_ms: int, detail: str,

@@ -10,6 +10,7 @@ from streams.demo_report import (
     HOUR_MS,
     AlertSpan,
     DemoReport,
+    FallSection,
     PumpTrace,
     funnel_svg,
     health_trend_svg,
@@ -113,6 +114,23 @@ def test_html_embeds_svgs_escapes_text_and_orders_faulty_first(report: DemoRepor
     assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     # Alert table columns are the union of row keys; a missing cell stays empty.
     assert "<th>lead h</th>" in page and "<td>5</td>" in page
+
+
+def test_the_fall_section_has_its_table_alerts_and_plots(report: DemoReport, tmp_path: Path):
+    report.falls = FallSection(
+        summary=[("trials", "32: 8 falls, 24 ADL")],
+        funnel=[("accelerometer chunks", 480), ("stage 1: candidates", 11), ("stage 2: suspected falls", 8), ("emergency alerts", 6)],
+        latency_ms={"fall.candidates -> fall.suspected": [40.0, 60.0, 900.0]},
+        alert_rows=[{"alert": "<w-1>/fall/5", "really a fall": "yes"}],
+    )
+    page = write_report(report, tmp_path).read_text(encoding="utf-8")
+    assert sorted(p.name for p in (tmp_path / "plots").glob("falls-*.svg")) == ["falls-funnel.svg", "falls-latency.svg"]
+    falls = page[page.index('<section id="falls">'):]
+    assert "32: 8 falls, 24 ADL" in falls and "&lt;w-1&gt;/fall/5" in falls and "<th>really a fall</th>" in falls
+    assert (tmp_path / "plots" / "falls-funnel.svg").read_text(encoding="utf-8") in falls
+    assert "6 (75.0% of previous)" in falls
+    report.falls = None
+    assert 'id="falls"' not in write_report(report, tmp_path).read_text(encoding="utf-8")
 
 
 def test_same_sanitised_ids_get_distinct_files(healthy_pump: PumpTrace, report: DemoReport, tmp_path: Path):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from streams.falls.confirm import ALERT_KIND, ConfirmStage, WearerConfirmState
+from streams.falls.confirm import ALERT_KIND, ConfirmStage, WearerConfirmState, overdue_partitions
 from tests.streams.falls.conftest import T0_MS
 
 SUSPECTED, RESPONSES = "fall.suspected", "wearable.user_response"
@@ -148,3 +148,15 @@ def test_a_wearers_state_stays_small_with_many_pending_confirmations(run):
     run.feed([suspected(i, impact_ts_ms=T0_MS + 60_000 * i) for i in range(100)], SUSPECTED)
     assert len(run.state["w-1"].pending) == 100
     assert len(run.state["w-1"].to_bytes()) < 100_000
+
+
+def test_a_partition_is_overdue_from_its_earliest_passed_deadline_whatever_its_other_wearers_wait_for(run, clock):
+    """Regression: with two wearers on one partition, the later deadline hid the earlier one (an alert 7 s late)."""
+    run.feed([suspected(wearer="w-early")], SUSPECTED, partition=1)
+    clock.t += 6.0
+    run.feed([suspected(wearer="w-late")], SUSPECTED, partition=1)
+    run.feed([suspected(wearer="w-other")], SUSPECTED, partition=2)
+    now_ms = (clock.t + 4.0) * 1000  # past w-early's deadline, before the others'
+    due = overdue_partitions(run.state.values(), now_ms)
+    assert due == {1: int((clock.t - 6.0) * 1000) + 10_000}
+    assert overdue_partitions(run.state.values(), now_ms - 100) == {}
