@@ -276,12 +276,12 @@ def run_demo(options: DemoOptions) -> int:
         worker = _start_worker(settings, log_path, int(web.rsplit(":", 1)[1]))
         stack.callback(_stop_process, worker)
         codec = codec_from_settings(settings.schema_registry)
-        watcher = DemoWatcher(settings, codec).start()
+        falls = FallDemo(options.falls, settings, codec) if options.falls.enabled else None
+        watcher = DemoWatcher(settings, codec, extra=falls.watcher.handlers() if falls is not None else {}).start()
         stack.callback(watcher.stop)
         producer = RecordProducer(settings, codec)
         publish_s = options.publish_seconds or options.publish_share * (deadline - time.monotonic())
         rate = source.total_records / max(5.0, publish_s)
-        falls = FallDemo(options.falls, settings, codec) if options.falls.enabled else None
         if falls is not None:
             console.print(f"wearers: {falls.description}")
             falls.start(publish_s, should_stop=lambda: time.monotonic() > deadline or worker.poll() is not None)
@@ -318,7 +318,7 @@ def run_demo(options: DemoOptions) -> int:
             malformed = sum(stats["malformed"].values())
             progress.update(cascade, total=expected)
             complete = False
-            while time.monotonic() < deadline and worker.poll() is None and watcher.error is None and _fall_error(falls) is None:
+            while time.monotonic() < deadline and worker.poll() is None and watcher.error is None:
                 show()
                 samples = _scrape(web) if sum(watcher.dead_letters.values()) >= malformed else None
                 if samples is not None and _caught_up(watcher, expected, samples) and (falls is None or falls.caught_up(samples)):
@@ -326,9 +326,8 @@ def run_demo(options: DemoOptions) -> int:
                     break
                 time.sleep(0.5)
             show()
-        error = watcher.error or _fall_error(falls)
-        if worker.poll() is not None or error is not None:
-            console.print(f"[red]the demo stopped early: {error or f'worker exited with {worker.returncode}'}; see {log_path}[/red]")
+        if worker.poll() is not None or watcher.error is not None:
+            console.print(f"[red]the demo stopped early: {watcher.error or f'worker exited with {worker.returncode}'}; see {log_path}[/red]")
             return 1
         cpu_s = _cpu_seconds(worker.pid)
         trends = {a.asset_id: _trend_or_none(f"{web}/pumps/{a.asset_id}/trend") for a in source.assets}
@@ -351,10 +350,6 @@ def run_demo(options: DemoOptions) -> int:
     else:
         print_summary(summary)
     return 0 if complete else 1
-
-
-def _fall_error(falls: FallDemo | None) -> str | None:
-    return None if falls is None else falls.watcher.error
 
 
 def _trend_or_none(url: str) -> dict[str, Any] | None:

@@ -94,10 +94,9 @@ def demo_wearers(options: FallDemoOptions) -> tuple[dict[str, list[WearerTrial]]
 
 @dataclass
 class FallWatcher:
-    """Reads the fall topology's outputs as they are written (its own consumer group, from the start)."""
+    """Tallies the fall topology's outputs as they are written; the demo's one consumer (``DemoWatcher``)
+    reads the topics and hands the records to ``handlers()``."""
 
-    settings: Settings
-    codec: AvroCodec
     sent_ms: dict[tuple[str, int], float] = field(default_factory=dict)  # (wearer, chunk seq) -> handed to the producer
     written: dict[str, dict[Any, float]] = field(default_factory=lambda: {"candidate": {}, "suspected": {}, "request": {}})
     requests: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -107,41 +106,16 @@ class FallWatcher:
     candidate_source: dict[tuple[str, int], int] = field(default_factory=dict)  # (wearer, candidate seq) -> chunk seq
     counts: Counter = field(default_factory=Counter)
     dead_letters: Counter = field(default_factory=Counter)
-    error: str | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    on_request: Callable[[dict[str, Any]], None] | None = None
 
     def record_sent(self, record: dict[str, Any]) -> None:
         self.sent_ms[(record["wearer_id"], record["seq"])] = time.time() * 1000.0
 
-    def start(self) -> "FallWatcher":
-        self._thread = threading.Thread(target=self._run, name="fall-watcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        from confluent_kafka import Consumer
-
-        topics = (FALL_CANDIDATES, FALL_SUSPECTED, FALL_CONFIRM_REQUEST, FALL_OUTCOMES, ALERTS, FALL_DEADLETTER)
-        handlers: dict[str, Callable[[dict[str, Any], float], None]] = {
-            self.settings.topic(t): h for t, h in zip(topics, (self._candidate, self._suspected, self._request, self._outcome, self._alert, self._dead_letter))}
-        schemas = {self.settings.topic(t): SCHEMA_OF_TOPIC[t] for t in topics}
-        consumer = Consumer(self.settings.reader_config(f"{self.settings.app_id}-fall-watcher-{time.time_ns()}"))
-        consumer.subscribe(list(handlers))
-        try:
-            while not self._stop.is_set():
-                for msg in consumer.consume(1000, timeout=0.2):
-                    if msg.error() is None:
-                        handlers[msg.topic()](self.codec.decode(msg.value(), schemas[msg.topic()]), float(msg.timestamp()[1]))
-        except Exception as exc:  # the demo reports it; a silent watcher would look like a stalled worker
-            self.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            consumer.close()
+    def handlers(self) -> dict[str, tuple[str, Callable[[dict[str, Any], float], None]]]:
+        """Logical topic -> (schema, handler(record, Kafka timestamp ms))."""
+        pairs = {FALL_CANDIDATES: self._candidate, FALL_SUSPECTED: self._suspected, FALL_CONFIRM_REQUEST: self._request,
+                 FALL_OUTCOMES: self._outcome, ALERTS: self._alert, FALL_DEADLETTER: self._dead_letter}
+        return {topic: (SCHEMA_OF_TOPIC[topic], handler) for topic, handler in pairs.items()}
 
     def _candidate(self, r: dict[str, Any], written: float) -> None:
         self.counts["candidates"] += 1
@@ -155,6 +129,8 @@ class FallWatcher:
     def _request(self, r: dict[str, Any], written: float) -> None:
         self.requests[r["request_id"]] = r
         self.written["request"][(r["wearer_id"], r["seq"])] = written
+        if self.on_request is not None:
+            self.on_request(r)
 
     def _outcome(self, r: dict[str, Any], written: float) -> None:
         self.outcomes[r["request_id"]] = r
@@ -188,16 +164,19 @@ class FallWatcher:
 
 
 class FallDemo:
-    """Publishes the wearers (paced over the demo's publishing time), answers as their devices, and watches."""
+    """Publishes the wearers (paced over the demo's publishing time), answers as their devices, and tallies.
+
+    The responder is fed the requests the demo's watcher reads, instead of consuming them itself.
+    """
 
     def __init__(self, options: FallDemoOptions, settings: Settings, codec: AvroCodec) -> None:
         from streams.falls.responder import Responder, ResponderPolicy
 
         self.options, self.settings, self.codec = options, settings, codec
         self.wearers, self.fs_hz, self.description = demo_wearers(options)
-        self.watcher = FallWatcher(settings, codec)
         self.responder = Responder(settings, codec, ResponderPolicy(ok_probability=options.ok_probability,
                                                                     delay_s=options.answer_delay_s, seed=options.seed))
+        self.watcher = FallWatcher(on_request=self.responder.offer)
         self.stats: dict[str, Any] | None = None
         self.spans: list[TrialSpan] = []
         self._stop = threading.Event()
@@ -212,7 +191,6 @@ class FallDemo:
         from streams.falls.replay import publish_wearers
         from streams.producer import RecordProducer
 
-        self.watcher.start()
         rate = self.total_chunks / max(5.0, publish_seconds)
 
         def publish() -> None:
@@ -222,10 +200,8 @@ class FallDemo:
             self.spans = stats.pop("spans")
             self.stats = stats
 
-        # The responder reads requests from the start of its topic: it joins before any request exists.
         self._threads = [threading.Thread(target=publish, name="fall-publisher", daemon=True),
-                         threading.Thread(target=self.responder.run, args=(self._stop.is_set,), kwargs={"from_beginning": True},
-                                          name="fall-responder", daemon=True)]
+                         threading.Thread(target=self.responder.answer_until, args=(self._stop.is_set,), name="fall-responder", daemon=True)]
         for thread in self._threads:
             thread.start()
 
@@ -243,7 +219,6 @@ class FallDemo:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=15)
-        self.watcher.stop()
 
     def summary(self) -> dict[str, Any]:
         w = self.watcher
