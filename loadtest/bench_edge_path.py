@@ -27,13 +27,19 @@ def best_of(repeat: int, fn: Callable[[], Any]) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_arguments(doc: str | None) -> argparse.Namespace:
+    """``--json`` and ``--repeat``; pins the process to one CPU where the OS allows, so figures are per core."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    return args
+
+
+def main() -> None:
+    args = bench_arguments(__doc__)
 
     from models.bearing import SKF_6205
     from models.features import extract_window_features

@@ -11,23 +11,16 @@ one worker core can screen in real time.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from loadtest.bench_edge_path import best_of
+from loadtest.bench_edge_path import bench_arguments, best_of
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    args = bench_arguments(__doc__)
 
     from models.registry import FALL_TIER, ModelRegistry
     from streams.codec import AvroCodec

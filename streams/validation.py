@@ -112,27 +112,34 @@ def check_imu(record: Mapping[str, Any], key: bytes | None, model_fs_hz: float, 
         return Rejection("unsupported_rate", f"fs_hz {fs_hz} is not the fall model's {model_fs_hz:g} Hz; resample on the device", wearer), None
     if not 0 < range_g <= limits.max_range_g:
         return Rejection("out_of_range", f"range_g {range_g} outside (0, {limits.max_range_g}]", wearer), None
-    raw = record["xyz"]
-    if len(raw) % 12:
-        return Rejection("undecodable", f"xyz holds {len(raw)} bytes, not a whole number of (x, y, z) float32 samples", wearer), None
-    n = len(raw) // 12
-    if n == 0:
-        return Rejection("empty", "chunk has no samples", wearer), None
-    if n > limits.max_samples:
-        return Rejection("oversized", f"{n} samples, more than the limit of {limits.max_samples}", wearer), None
-    samples = samples_from_bytes(raw).reshape(n, 3)
-    peak = float(np.max(np.abs(samples)))
-    if not math.isfinite(peak):
-        bad = int(np.count_nonzero(~np.isfinite(samples)))
-        return Rejection("non_finite", f"{bad} of {3 * n} values are NaN or inf", wearer), None
     # A reading beyond the sensor's full scale is a corrupt record, not a hard fall.
-    if peak > range_g * 1.001:
-        return Rejection("out_of_range", f"|acceleration| reaches {peak:.4g} g, beyond the sensor's {range_g:g} g range", wearer), None
-    return None, samples
+    return check_samples(record["xyz"], 3, limits.max_samples, range_g * 1.001, wearer, "xyz")
 
 
 def samples_from_bytes(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4")
+
+
+def check_samples(raw: bytes, axes: int, max_samples: int, max_abs_g: float, asset_id: str,
+                  name: str) -> tuple[Rejection | None, np.ndarray | None]:
+    """Little-endian float32 acceleration, ``axes`` values per sample: (rejection, samples shaped (n,) or (n, axes))."""
+    width = 4 * axes
+    if len(raw) % width:
+        unit = "float32" if axes == 1 else f"{axes}-axis float32 samples"
+        return Rejection("undecodable", f"{name} holds {len(raw)} bytes, not a whole number of {unit}", asset_id), None
+    n = len(raw) // width
+    if n == 0:
+        return Rejection("empty", "chunk has no samples", asset_id), None
+    if n > max_samples:
+        return Rejection("oversized", f"{n} samples, more than the limit of {max_samples}", asset_id), None
+    samples = samples_from_bytes(raw)
+    peak = float(np.max(np.abs(samples)))
+    if not math.isfinite(peak):
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        return Rejection("non_finite", f"{bad} of {samples.size} values are NaN or inf", asset_id), None
+    if peak > max_abs_g:
+        return Rejection("out_of_range", f"|acceleration| reaches {peak:.4g} g, above {max_abs_g:g} g", asset_id), None
+    return None, samples if axes == 1 else samples.reshape(n, axes)
 
 
 def check_vibration(
@@ -156,22 +163,7 @@ def check_vibration(
             return Rejection("non_finite", f"rpm is {rpm}", asset_id), None
         if not 0 <= rpm <= limits.max_rpm:
             return Rejection("out_of_range", f"rpm {rpm} outside [0, {limits.max_rpm}]", asset_id), None
-    raw = record["samples"]
-    if len(raw) % 4:
-        return Rejection("undecodable", f"samples hold {len(raw)} bytes, not a whole number of float32", asset_id), None
-    n = len(raw) // 4
-    if n == 0:
-        return Rejection("empty", "chunk has no samples", asset_id), None
-    if n > limits.max_samples:
-        return Rejection("oversized", f"{n} samples, more than the limit of {limits.max_samples}", asset_id), None
-    samples = samples_from_bytes(raw)
-    peak = float(np.max(np.abs(samples)))
-    if not math.isfinite(peak):
-        bad = int(np.count_nonzero(~np.isfinite(samples)))
-        return Rejection("non_finite", f"{bad} of {n} samples are NaN or inf", asset_id), None
-    if peak > max_abs_g:
-        return Rejection("out_of_range", f"|acceleration| reaches {peak:.4g} g, above {max_abs_g} g", asset_id), None
-    return None, samples
+    return check_samples(record["samples"], 1, limits.max_samples, max_abs_g, asset_id, "samples")
 
 
 def check_process(

@@ -173,13 +173,20 @@ class ConfirmStage:
                 self.ask(result, message, state)
         return result
 
-    def ask(self, result: StageResult[WearerConfirmState], message: RawMessage, state: Mapping[str, WearerConfirmState]) -> None:
-        record = result.decode(self.codec, message, SUSPECTED_SCHEMA)
+    def decoded(self, result: StageResult[WearerConfirmState], message: RawMessage, schema: str, ts_field: str) -> dict[str, Any] | None:
+        """The record, or None once it is dead-lettered (undecodable, or a wearer id, key or time that is wrong)."""
+        record = result.decode(self.codec, message, schema)
         if record is None:
-            return
-        found = check_identity(record, message.key, "wearer_id", "impact_ts_ms")
+            return None
+        found = check_identity(record, message.key, "wearer_id", ts_field)
         if found:
             result.reject(message, found)
+            return None
+        return record
+
+    def ask(self, result: StageResult[WearerConfirmState], message: RawMessage, state: Mapping[str, WearerConfirmState]) -> None:
+        record = self.decoded(result, message, SUSPECTED_SCHEMA, "impact_ts_ms")
+        if record is None:
             return
         wearer = record["wearer_id"]
         wearer_state = result.pending_state(wearer, state) or WearerConfirmState()
@@ -201,12 +208,8 @@ class ConfirmStage:
         }, float(record["impact_ts_ms"]), FALL_CONFIRM_REQUEST)
 
     def take_response(self, result: StageResult[WearerConfirmState], message: RawMessage, state: Mapping[str, WearerConfirmState]) -> None:
-        record = result.decode(self.codec, message, RESPONSE_SCHEMA)
+        record = self.decoded(result, message, RESPONSE_SCHEMA, "ts_ms")
         if record is None:
-            return
-        found = check_identity(record, message.key, "wearer_id", "ts_ms")
-        if found:
-            result.reject(message, found)
             return
         wearer, rid, answer = record["wearer_id"], record["request_id"], record["response"]
         wearer_state = result.pending_state(wearer, state)
