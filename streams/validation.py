@@ -93,7 +93,6 @@ def check_identity(record: Mapping[str, Any], key: bytes | None, id_field: str =
 class ImuLimits:
     max_samples: int = 120_000  # 10 minutes at 200 Hz in one chunk; ~1.4 MB of float32
     max_range_g: float = 400.0
-    rate_tolerance: float = 0.01  # relative: a nominal 200 Hz stream may report 199.5 Hz
 
 
 def check_imu(record: Mapping[str, Any], key: bytes | None, model_fs_hz: float, limits: ImuLimits) -> tuple[Rejection | None, np.ndarray | None]:
@@ -108,7 +107,8 @@ def check_imu(record: Mapping[str, Any], key: bytes | None, model_fs_hz: float, 
             return Rejection("non_finite", f"{name} is {value}", wearer), None
     if fs_hz <= 0:
         return Rejection("non_positive_fs", f"fs_hz is {fs_hz}", wearer), None
-    if abs(fs_hz - model_fs_hz) > limits.rate_tolerance * model_fs_hz:
+    # Windows are cut by sample count: another rate would give stage 2 windows of another length and time scale.
+    if fs_hz != model_fs_hz:
         return Rejection("unsupported_rate", f"fs_hz {fs_hz} is not the fall model's {model_fs_hz:g} Hz; resample on the device", wearer), None
     if not 0 < range_g <= limits.max_range_g:
         return Rejection("out_of_range", f"range_g {range_g} outside (0, {limits.max_range_g}]", wearer), None

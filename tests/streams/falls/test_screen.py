@@ -81,6 +81,7 @@ def bad(record, **change):
 
 @pytest.mark.parametrize("change, reason", [
     ({"fs_hz": 100.0}, "unsupported_rate"),
+    ({"fs_hz": 199.5}, "unsupported_rate"),
     ({"fs_hz": 0.0}, "non_positive_fs"),
     ({"xyz": b"\x00" * 13}, "undecodable"),
     ({"xyz": b""}, "empty"),
