@@ -86,7 +86,6 @@ class FallModelStage:
         features = fall_window_features(np.stack(windows), self.model.fs_hz)
         probability = self.model.predict_proba_features(features)
         fires = probability >= self.model.threshold_
-        result.flagged["falls"] = int(fires.sum())
         for record, row, p in zip([r for r, fired in zip(accepted, fires) if fired], features[fires], probability[fires]):
             result.emit({
                 "wearer_id": record["wearer_id"],
