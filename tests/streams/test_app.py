@@ -41,3 +41,28 @@ def test_a_cancelled_wait_returns_like_aiokafkas_own_fetch_task():
         return await task
 
     assert asyncio.run(run()) is False
+
+
+def agent_names(app) -> set[str]:
+    return {agent.name for agent in app.agents.values()}
+
+
+def test_a_worker_runs_the_fall_topology_only_with_an_active_fall_model(models_dir, crafted_fall_model, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from models.falls import ScreenConfig
+    from models.registry import FALL_TIER, ModelRegistry
+    from streams.app import create_app
+    from streams.falls.agents import load_fall_model
+    from streams.settings import Settings
+
+    shutil.copytree(models_dir, tmp_path / "models")  # pump models only
+    settings = replace(Settings.from_env({}), broker_hosts=("127.0.0.1:9",), models_dir=tmp_path / "models")
+    fall_stages = {"wearable.imu.raw", "fall.candidates", "fall.confirm"}
+    pumps_only = create_app(replace(settings, app_id="pumps-only"))
+    assert not agent_names(pumps_only) & fall_stages and "pump.features" in agent_names(pumps_only)
+    ModelRegistry(settings.models_dir).save(FALL_TIER, crafted_fall_model, {"screen": {**ScreenConfig().__dict__, "peak_g": 2.5}}, activate=True)
+    assert fall_stages <= agent_names(create_app(replace(settings, app_id="both")))
+    # Workers screen with the configuration the model was trained behind.
+    assert load_fall_model(settings.models_dir).screen == ScreenConfig(peak_g=2.5)
