@@ -192,7 +192,8 @@ def cmd_respond(args: argparse.Namespace) -> int:
         if not args.json:
             console.print(f"{answer['wearer_id']}: answered {answer['response']} to {answer['request_id']}")
 
-    stats = responder.run(lambda: stop.is_set() or (until is not None and time.monotonic() > until), on_answer=show)
+    stats = responder.run(lambda: stop.is_set() or (until is not None and time.monotonic() > until), from_beginning=args.from_beginning,
+                          on_answer=show)
     print(json.dumps(stats) if args.json else f"requests {stats['requests']}: OK {stats['OK']}, HELP {stats['HELP']}, no answer {stats['silent']}")
     return 0
 
@@ -296,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-s", type=float, default=2.0, help="seconds before answering")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--from-beginning", action="store_true", help="also answer requests sent before it started (first run of its group)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_respond)
 

@@ -11,6 +11,8 @@ import pytest
 
 from models.registry import ModelRegistry
 from streams.codec import AvroCodec
+from streams.falls.responder import ResponderPolicy
+from streams.producer import RecordProducer
 from streams.topics import PUMP_PROCESS_RAW, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC
 from tests.fixtures.broker import consume_all
 
@@ -43,6 +45,36 @@ def test_produce_simulate_publishes_what_it_says(broker_settings):
     got = consume_all(broker_settings, PUMP_VIBRATION_RAW, 15, timeout_s=20, decode=lambda b: codec.decode(b, SCHEMA_OF_TOPIC[PUMP_VIBRATION_RAW]))
     assert sorted((k, v["seq"]) for k, v in got) == sorted((f"pump-{p:03d}".encode(), s) for p in range(3) for s in range(5))
     assert len(consume_all(broker_settings, PUMP_PROCESS_RAW, 15, timeout_s=20)) == 15
+
+
+@pytest.mark.broker
+def test_produce_falls_simulate_and_respond_play_wearers_and_their_devices(broker_settings):
+    from streams.topics import FALL_CONFIRM_REQUEST, WEARABLE_IMU_RAW, WEARABLE_USER_RESPONSE
+
+    env = broker_settings.to_env()
+    out = vigil("produce", "falls", "--simulate", "2", "--trials", "3", "--seed", "5", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert (stats["wearers"], stats["trials"]) == (2, 6) and stats["delivered"] == stats["records"] == 2 * 3 * 15  # 15 s trials, 1 s chunks
+    codec = AvroCodec()
+    chunks = consume_all(broker_settings, WEARABLE_IMU_RAW, stats["records"], timeout_s=20,
+                         decode=lambda b: codec.decode(b, SCHEMA_OF_TOPIC[WEARABLE_IMU_RAW]))
+    assert {k for k, _ in chunks} == {b"wearer-000", b"wearer-001"} and all(len(v["xyz"]) == 200 * 12 for _, v in chunks)
+
+    producer = RecordProducer(broker_settings, codec)
+    for i in range(4):  # what a worker asks; the simulated devices answer OK or nothing, deterministically per request
+        producer.send_record(FALL_CONFIRM_REQUEST, "wearer-000", {"request_id": f"wearer-000/fall/{i}", "wearer_id": "wearer-000", "seq": i,
+                             "impact_ts_ms": i, "requested_ts_ms": 0, "deadline_ts_ms": 10_000, "probability": 0.9})
+    producer.flush()
+    out = vigil("respond", "--ok-probability", "0.5", "--delay-s", "0", "--max-seconds", "8", "--from-beginning", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    answered = json.loads(out.stdout)
+    policy = ResponderPolicy(ok_probability=0.5)
+    expected_ok = [f"wearer-000/fall/{i}" for i in range(4) if policy.answer(f"wearer-000/fall/{i}") == "OK"]
+    assert (answered["requests"], answered["OK"], answered["silent"]) == (4, len(expected_ok), 4 - len(expected_ok))
+    answers = consume_all(broker_settings, WEARABLE_USER_RESPONSE, len(expected_ok), timeout_s=10,
+                          decode=lambda b: codec.decode(b, SCHEMA_OF_TOPIC[WEARABLE_USER_RESPONSE]))
+    assert sorted(v["request_id"] for _, v in answers) == sorted(expected_ok) and all(k == b"wearer-000" for k, _ in answers)
 
 
 @pytest.mark.broker
