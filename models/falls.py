@@ -197,6 +197,11 @@ class StreamingScreen:
         return idx, wins
 
 
+def window_samples(fs_hz: float = FS_HZ) -> int:
+    """Samples in a candidate window [impact - PRE_S, impact + POST_S)."""
+    return _n(PRE_S, fs_hz) + _n(POST_S, fs_hz)
+
+
 def candidate_windows(acc_g: np.ndarray, impacts: np.ndarray, fs_hz: float = FS_HZ) -> np.ndarray:
     """(k, window_samples, 3) windows [i - PRE_S, i + POST_S); impact at index PRE_S*fs.
 

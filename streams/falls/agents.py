@@ -127,8 +127,7 @@ class ConfirmationTimer:
                 return
             now_ms = time.time() * 1000.0
             mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == self.stage.suspected_topic}
-            open_here = {w: self.state[w] for w in self.with_pending if w in self.state}
-            open_here = {w: s for w, s in open_here.items() if s.partition in mine}
+            open_here = {w: s for w in self.with_pending if (s := self.state.get(w)) is not None and s.partition in mine}
             due = overdue_partitions(open_here.values(), now_ms)
             if not due:
                 return

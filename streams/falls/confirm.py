@@ -35,6 +35,8 @@ RESPONSE_SCHEMA = "vigil.falls.UserResponse"
 ALERT_KIND = "fall.emergency"
 # Settled requests remembered per wearer: enough to recognise re-sent or late answers to recent ones.
 DECIDED_KEPT = 64
+# The label each outcome gives the suspected fall, for monitoring and retraining.
+LABEL_OF_OUTCOME = {"DISMISSED": "false_alarm", "EMERGENCY_HELP": "fall", "EMERGENCY_NO_RESPONSE": "unconfirmed"}
 # Shown on emergency alerts: the features a responder can read at a glance.
 ALERT_FEATURES = ("peak_g", "dip_pre1s_g", "angle_change_deg", "std_mag_post1p5_3")
 
@@ -139,12 +141,12 @@ def emergency_alert(wearer_id: str, event: PendingConfirmation | Decision, state
     }
 
 
-def outcome_record(wearer_id: str, pending: PendingConfirmation, outcome: str, label: str, decided_ts_ms: int,
+def outcome_record(wearer_id: str, pending: PendingConfirmation, outcome: str, decided_ts_ms: int,
                    response_ts_ms: int | None) -> dict[str, Any]:
     """A FallOutcome record: the suspected fall, how it was settled, and its features for retraining."""
     return {
         "request_id": pending.request_id, "wearer_id": wearer_id, "seq": pending.seq, "impact_ts_ms": pending.impact_ts_ms,
-        "outcome": outcome, "label": label, "requested_ts_ms": pending.requested_ts_ms, "decided_ts_ms": decided_ts_ms,
+        "outcome": outcome, "label": LABEL_OF_OUTCOME[outcome], "requested_ts_ms": pending.requested_ts_ms, "decided_ts_ms": decided_ts_ms,
         "response_ts_ms": response_ts_ms, "probability": pending.probability, "threshold": pending.threshold,
         "model_version": pending.model_version, "window_start_ts_ms": pending.window_start_ts_ms, "fs_hz": pending.fs_hz,
         "features": pending.features,
@@ -218,13 +220,10 @@ class ConfirmStage:
         if pending is not None:
             assert wearer_state is not None
             if answer == "OK":
-                wearer_state.settle(pending, "DISMISSED", now)
-                result.emit(outcome_record(wearer, pending, "DISMISSED", "false_alarm", now, record["ts_ms"]), float(record["ts_ms"]), FALL_OUTCOMES)
+                self.settle(result, wearer, wearer_state, pending, "DISMISSED", now, record["ts_ms"], float(record["ts_ms"]))
             else:
-                wearer_state.settle(pending, "EMERGENCY_HELP", now)
                 detail = f"wearer asked for help {(record['ts_ms'] - pending.requested_ts_ms) / 1000:.1f} s after the request"
-                result.emit(emergency_alert(wearer, pending, "OPEN", pending.impact_ts_ms, detail, pending.features), float(record["ts_ms"]), ALERTS)
-                result.emit(outcome_record(wearer, pending, "EMERGENCY_HELP", "fall", now, record["ts_ms"]), float(record["ts_ms"]), FALL_OUTCOMES)
+                self.settle(result, wearer, wearer_state, pending, "EMERGENCY_HELP", now, record["ts_ms"], float(record["ts_ms"]), detail)
             result.update_state(wearer, wearer_state, wearer_state.partition)
             return
         decision = wearer_state.decision(rid) if wearer_state else None
@@ -250,15 +249,18 @@ class ConfirmStage:
             if partitions is not None and wearer_state.partition not in partitions:
                 continue
             due = [p for p in wearer_state.pending.values() if p.deadline_ts_ms <= now]
+            detail = f"no answer within {self.window_ms / 1000:g} s of the confirmation request"
             for pending in sorted(due, key=lambda p: p.seq):
-                wearer_state.settle(pending, "EMERGENCY_NO_RESPONSE", now)
-                detail = f"no answer within {self.window_ms / 1000:g} s of the confirmation request"
-                result.emit(emergency_alert(wearer, pending, "OPEN", pending.impact_ts_ms, detail, pending.features), float(pending.deadline_ts_ms), ALERTS)
-                result.emit(outcome_record(wearer, pending, "EMERGENCY_NO_RESPONSE", "unconfirmed", now, None), float(pending.deadline_ts_ms), FALL_OUTCOMES)
+                self.settle(result, wearer, wearer_state, pending, "EMERGENCY_NO_RESPONSE", now, None, float(pending.deadline_ts_ms), detail)
             if due:
                 result.update_state(wearer, wearer_state, wearer_state.partition)
         return result
 
     @staticmethod
-    def has_pending(state: Mapping[str, WearerConfirmState]) -> bool:
-        return any(s.pending for s in state.values())
+    def settle(result: StageResult[WearerConfirmState], wearer: str, wearer_state: WearerConfirmState, pending: PendingConfirmation,
+               outcome: str, now_ms: int, response_ts_ms: int | None, event_end_ms: float, detail: str = "") -> None:
+        """Settle a pending confirmation: its outcome record, and for an emergency the OPEN alert first."""
+        wearer_state.settle(pending, outcome, now_ms)
+        if outcome != "DISMISSED":
+            result.emit(emergency_alert(wearer, pending, "OPEN", pending.impact_ts_ms, detail, pending.features), event_end_ms, ALERTS)
+        result.emit(outcome_record(wearer, pending, outcome, now_ms, response_ts_ms), event_end_ms, FALL_OUTCOMES)

@@ -55,6 +55,7 @@ def test_batching_does_not_change_the_verdicts_and_replays_are_skipped(codec, cr
     ({"xyz": b"\x00" * 120}, "undecodable"),
     ({"fs_hz": 100.0}, "unsupported_rate"),
     ({"wearer_id": ""}, "empty"),
+    ({"xyz": np.full((1000, 3), np.nan, "<f4").tobytes()}, "non_finite"),
 ])
 def test_bad_candidates_are_dead_lettered(codec, crafted_fall_model, candidates, to_messages, change, reason):
     stage = FallModelStage(codec, crafted_fall_model, "v")
