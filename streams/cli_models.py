@@ -105,14 +105,10 @@ def _evaluate_falls(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train_falls(args: argparse.Namespace, settings: Settings) -> int:
-    import numpy as np
-
-    from models.registry import FALL_TIER, ModelRegistry
-    from models.training import fingerprint
-    from streams.evaluation.falls import fall_model_metadata, fit_fall_classifier, load_candidates
+    from streams.evaluation.falls import load_candidates
+    from streams.train import save_fall_model, train_falls_simulated
 
     if args.simulate:
-        from streams.train import train_falls_simulated
 
         with console.status("fitting stage 2 on synthetic wearers"):
             version, info = train_falls_simulated(settings, seed=args.seed)
@@ -131,10 +127,7 @@ def cmd_train_falls(args: argparse.Namespace, settings: Settings) -> int:
     if unknown:
         raise ValueError(f"subjects {unknown} are not in {args.pack}")
     with console.status(f"fitting stage 2 on {len(subjects)} subjects"):
-        clf = fit_fall_classifier(data, subjects, seed=args.seed)
-    chosen = np.isin(data.subject, subjects)[data.trial]
-    metadata = {**fall_model_metadata(data, clf, subjects, args.pack), "training_data_fingerprint": fingerprint([data.features[chosen]])}
-    version = ModelRegistry(settings.models_dir).save(FALL_TIER, clf, metadata, activate=True)
+        version, clf = save_fall_model(settings, data, subjects, args.pack, seed=args.seed)
     result = {"version": version, "models_dir": str(settings.models_dir), "subjects": subjects, "threshold": clf.threshold_}
     if args.json:
         _print_json(result)

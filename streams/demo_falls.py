@@ -57,7 +57,6 @@ class FallDemoOptions:
 
 def prepare_fall_model(options: FallDemoOptions, settings: Settings, use_registry: bool) -> str:
     """Make sure ``settings.models_dir`` has the active fall model the worker will run; a line saying which."""
-    from models.registry import FALL_TIER, ModelRegistry
     from streams.falls.agents import load_fall_model
 
     if use_registry:
@@ -67,12 +66,12 @@ def prepare_fall_model(options: FallDemoOptions, settings: Settings, use_registr
                              "(or --simulate), or run the demo without --use-registry")
         return f"the registry's active fall model {active.version}"
     if options.pack is not None:
-        from streams.evaluation.falls import fall_model_metadata, fit_fall_classifier, load_candidates
+        from streams.evaluation.falls import load_candidates
+        from streams.train import save_fall_model
 
         data = load_candidates(options.pack)
         trained = sorted(set(data.subject.tolist()) - set(options.subjects))
-        clf = fit_fall_classifier(data, trained, seed=options.seed)
-        version = ModelRegistry(settings.models_dir).save(FALL_TIER, clf, fall_model_metadata(data, clf, trained, options.pack), activate=True)
+        version, _ = save_fall_model(settings, data, trained, options.pack, seed=options.seed)
         return f"fall model {version}, trained on {len(trained)} subjects of {options.pack.name} (not the replayed {', '.join(options.subjects)})"
     from streams.train import train_falls_simulated
 

@@ -82,6 +82,24 @@ def train_pumps_simulated(
     return edge_version, cloud_version, {"edge": models.edge_metadata["metrics"], "cloud": models.cloud_metadata["metrics"]}
 
 
+def save_fall_model(settings: Settings, data: Any, subjects: list[str] | None, source: Any, *, seed: int = 0,
+                    extra: dict[str, Any] | None = None) -> tuple[str, Any]:
+    """Stage 2 fitted on the screened candidates of ``subjects`` (None: all) and activated in the registry;
+    (version, model). ``data`` is a ``streams.evaluation.falls.FallCandidates``."""
+    import numpy as np
+
+    from models.registry import FALL_TIER
+    from models.training import fingerprint
+    from streams.evaluation.falls import fall_model_metadata, fit_fall_classifier
+
+    subjects = sorted(set(data.subject.tolist())) if subjects is None else subjects
+    clf = fit_fall_classifier(data, subjects, seed=seed)
+    chosen = np.isin(data.subject, subjects)[data.trial]
+    metadata = {**fall_model_metadata(data, clf, subjects, source), "training_data_fingerprint": fingerprint([data.features[chosen]]),
+                **(extra or {})}
+    return ModelRegistry(settings.models_dir).save(FALL_TIER, clf, metadata, activate=True), clf
+
+
 def train_falls_simulated(settings: Settings, *, falls: int = 240, adl: int = 360, seed: int = 0) -> tuple[str, dict[str, Any]]:
     """Stage 2 fitted on SYNTHETIC wearer trials (``models.wearer_sim``), screened by the same stage 1, into the registry.
 
@@ -90,16 +108,13 @@ def train_falls_simulated(settings: Settings, *, falls: int = 240, adl: int = 36
     """
     import numpy as np
 
-    from models.registry import FALL_TIER
     from models.wearer_sim import FS_HZ, simulate_trials
-    from streams.evaluation.falls import fall_model_metadata, fit_fall_classifier, screen_trials
+    from streams.evaluation.falls import screen_trials
 
     trials = simulate_trials(falls, adl, seed=seed)
     subjects = np.array([f"synthetic-{i % 8}" for i in range(len(trials))])
     data = screen_trials([t.acc_g for t in trials], np.array([t.is_fall for t in trials]), subjects,
                          np.array([t.activity for t in trials]), float(FS_HZ))
-    clf = fit_fall_classifier(data, seed=seed)
-    metadata = fall_model_metadata(data, clf, sorted(set(subjects.tolist())), f"synthetic wearers (models/wearer_sim.py, seed {seed})")
-    metadata["synthetic"] = True
-    version = ModelRegistry(settings.models_dir).save(FALL_TIER, clf, metadata, activate=True)
+    version, clf = save_fall_model(settings, data, None, f"synthetic wearers (models/wearer_sim.py, seed {seed})", seed=seed,
+                                   extra={"synthetic": True})
     return version, {"falls": falls, "adl": adl, "threshold": clf.threshold_, "candidates": int(data.passed.sum())}
