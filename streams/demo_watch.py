@@ -60,7 +60,7 @@ class DemoWatcher:
     error: str | None = None
     # More topics read by the same consumer: logical topic -> (schema, handler(record, written ms)). One
     # consumer for everything the demo watches: against noida-db each idle librdkafka consumer costs about
-    # 40 % of a broker core and 45 % of a client core (empty fetches come back at once).
+    # 40 % of a broker core and 45 % of a client core (empty fetches come back at once; loadtest.bench_idle_readers).
     extra: dict[str, tuple[str, Callable[[dict[str, Any], float], None]]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
