@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first and pinned: the wheel on disk is the CPU build; letting the
-# resolver pick torch from the range in pyproject.toml pulls gigabytes.
-$(STAMP): $(BIN)/python pyproject.toml
+# torch first and pinned to the version the project is tested with: where a CPU wheel is on
+# disk (PIP_FIND_LINKS) pip takes it; elsewhere PyPI serves the CUDA build (about 4.5 GB
+# installed, downloaded once into pip's cache). The package itself accepts a range.
+$(STAMP): $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
@@ -29,7 +30,7 @@ bench: $(STAMP)
 
 # Regenerates docs/evaluation.md from ../shared/datasets (VIGIL_DATASETS moves it); about 5 minutes.
 evaluation: $(STAMP)
-	$(BIN)/python -m streams.evaluation.report --out docs/evaluation.md
+	$(BIN)/python -m vigil.streams.evaluation.report --out docs/evaluation.md
 
 clean:
 	rm -rf $(VENV) .vigil vigil-report

@@ -41,15 +41,15 @@ def bench_arguments(doc: str | None) -> argparse.Namespace:
 def main() -> None:
     args = bench_arguments(__doc__)
 
-    from models.bearing import SKF_6205
-    from models.features import extract_window_features
-    from models.simulate import FleetSimulator, make_fleet
-    from streams.codec import AvroCodec
-    from streams.offline import OfflinePumpPipeline
-    from streams.pumps.edge import EdgeStage
-    from streams.pumps.vibration import VibrationStage
-    from streams.stage import RawMessage
-    from models.training import fit_edge_model
+    from vigil.models.bearing import SKF_6205
+    from vigil.models.features import extract_window_features
+    from vigil.models.simulate import FleetSimulator, make_fleet
+    from vigil.streams.pumps.edge import EdgeStage
+    from vigil.streams.pumps.offline import OfflinePumpPipeline
+    from vigil.streams.pumps.training import PumpTrainingConfig, fit_pump_models
+    from vigil.streams.pumps.vibration import VibrationStage
+    from vigil.streams.runtime.codec import AvroCodec
+    from vigil.streams.runtime.stage import RawMessage
 
     rng = np.random.default_rng(0)
     orders = SKF_6205.fault_orders()
@@ -69,7 +69,7 @@ def main() -> None:
     # Edge stage: a model from a small healthy fleet, then batches of already-commissioned windows.
     sim = FleetSimulator(make_fleet(16, seed=2, n_faulty=0, horizon_s=60 * 20.0), seed=2, chunk_s=1.0, interval_s=20.0)
     features = OfflinePumpPipeline().feed_batched((r.kind, r.key, r.value) for step in sim.steps(60) for r in step).features
-    model, _ = fit_edge_model(features, 30)
+    model = fit_pump_models(features, config=PumpTrainingConfig(cloud_epochs=1)).edge
     edge = EdgeStage(codec, model, "bench")
     state: dict[str, Any] = {}
     commissioning = [RawMessage("pump.features", 0, i, f["asset_id"].encode(), codec.encode("pump.features", "vigil.pumps.FeatureWindow", f))
@@ -79,7 +79,7 @@ def main() -> None:
     fresh = [dict(f, seq=f["seq"] + 10_000 + k) for k, f in enumerate(vib[:batch])]
     scored = [RawMessage("pump.features", 0, i, f["asset_id"].encode(), codec.encode("pump.features", "vigil.pumps.FeatureWindow", f)) for i, f in enumerate(fresh)]
 
-    from streams.pumps.edge import EdgeStreamState
+    from vigil.streams.pumps.edge import EdgeStreamState
 
     def fresh_state() -> dict[str, Any]:  # stages update dict-held state in place
         return {k: EdgeStreamState.from_bytes(v.to_bytes()) for k, v in state.items()}

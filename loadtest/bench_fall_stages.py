@@ -22,15 +22,15 @@ from loadtest.bench_edge_path import bench_arguments, best_of
 def main() -> None:
     args = bench_arguments(__doc__)
 
-    from models.registry import FALL_TIER, ModelRegistry
-    from streams.codec import AvroCodec
-    from streams.falls.classify import FallModelStage
-    from streams.falls.replay import interleave, simulated_wearers, wearer_records
-    from streams.falls.screen import ScreenStage
-    from streams.settings import Settings
-    from streams.stage import RawMessage
-    from streams.topics import SCHEMA_OF_TOPIC
-    from streams.train import train_falls_simulated
+    from vigil.models.registry import FALL_TIER, ModelRegistry
+    from vigil.streams.falls.classify import FallModelStage
+    from vigil.streams.falls.replay import interleave, simulated_wearers, wearer_records
+    from vigil.streams.falls.screen import ScreenStage
+    from vigil.streams.falls.training import train_falls_simulated
+    from vigil.streams.runtime.codec import AvroCodec
+    from vigil.streams.runtime.settings import Settings
+    from vigil.streams.runtime.stage import RawMessage
+    from vigil.streams.runtime.topics import SCHEMA_OF_TOPIC
 
     codec = AvroCodec()
     wearers = simulated_wearers(16, 8, seed=3)

@@ -32,9 +32,9 @@ def main() -> None:
 
     from confluent_kafka import Consumer
 
-    from streams.broker import EmbeddedBroker
-    from streams.settings import Settings
-    from streams.topics import FALL_CONFIRM_REQUEST, FALL_TOPICS, ensure_topics
+    from vigil.streams.devtools.broker import EmbeddedBroker
+    from vigil.streams.runtime.settings import Settings
+    from vigil.streams.runtime.topics import FALL_CONFIRM_REQUEST, FALL_TOPICS, ensure_topics
 
     report = {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(data_dir=Path(tmp) / "broker") as broker:

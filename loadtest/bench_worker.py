@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def scrape(port: int) -> dict[str, float]:
-    from streams.metrics import scrape_metrics
+    from vigil.streams.runtime.metrics import scrape_metrics
 
     try:
         return scrape_metrics(f"http://127.0.0.1:{port}/metrics", timeout_s=2)
@@ -32,11 +32,11 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def run(settings, n_workers: int, expected_scores: int, log_dir: Path) -> dict[str, float]:
-    from streams.broker import free_port
+    from vigil.streams.devtools.broker import free_port
 
     env = {**os.environ, **replace(settings, session_timeout_s=10.0, heartbeat_interval_s=1.0).to_env()}
     ports = [free_port() for _ in range(n_workers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--web-port", str(p), "--loglevel", "warning"],
+    procs = [subprocess.Popen([sys.executable, "-m", "vigil", "worker", "--web-port", str(p), "--loglevel", "warning"],
                               env=env, stdout=open(log_dir / f"worker-{n_workers}-{i}.log", "wb"), stderr=subprocess.STDOUT)
              for i, p in enumerate(ports)]
     try:
@@ -76,13 +76,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from models.simulate import FleetSimulator, make_fleet
-    from streams.broker import EmbeddedBroker
-    from streams.codec import AvroCodec
-    from streams.producer import RecordProducer, publish_simulation
-    from streams.settings import Settings
-    from streams.topics import ensure_topics
-    from streams.train import train_pumps_simulated
+    from vigil.models.simulate import FleetSimulator, make_fleet
+    from vigil.streams.devtools.broker import EmbeddedBroker
+    from vigil.streams.devtools.producer import RecordProducer, publish_simulation
+    from vigil.streams.pumps.training import train_pumps_simulated
+    from vigil.streams.runtime.codec import AvroCodec
+    from vigil.streams.runtime.settings import Settings
+    from vigil.streams.runtime.topics import ensure_topics
 
     results = {}
     with ExitStack() as stack:

@@ -29,7 +29,7 @@ from typing import Mapping
 
 import numpy as np
 
-from models.diagnosis import Diagnosis, diagnose_fault
+from vigil.models.diagnosis import Diagnosis, diagnose_fault
 
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 TOP_FEATURES = 3

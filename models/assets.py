@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from models.bearing import PRONOSTIA_BEARING, SKF_6205, BearingGeometry, FaultOrders
+from vigil.models.bearing import PRONOSTIA_BEARING, SKF_6205, BearingGeometry, FaultOrders
 
 NAMED_BEARINGS = {"skf6205": SKF_6205, "pronostia": PRONOSTIA_BEARING}
 

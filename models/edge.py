@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from models.features import LOG_SCALE_FEATURES
+from vigil.models.features import LOG_SCALE_FEATURES
 
 MAD_TO_SD = 1.4826
 LOG_SCALE_FLOOR = 0.05  # log10 units: a 12 % spread at least

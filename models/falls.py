@@ -71,6 +71,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import butter, sosfiltfilt
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import StratifiedGroupKFold
 from threadpoolctl import threadpool_limits
 
 FS_HZ = 200
@@ -281,16 +282,22 @@ def fall_window_features(windows: np.ndarray, fs_hz: float = FS_HZ) -> np.ndarra
     return np.stack(cols, axis=1).astype(np.float32)
 
 
-def subject_folds(groups: np.ndarray, n_folds: int, seed: int, positive_groups: set | None = None) -> np.ndarray:
-    """Fold id per element of ``groups`` (a subject per trial or window): whole groups go to a fold, and
-    groups with positives are dealt out separately from the rest, so every fold has some."""
-    rng = np.random.default_rng(seed)
-    uniq = np.unique(groups)
-    pos = [g for g in uniq if positive_groups is not None and g in positive_groups]
-    neg = [g for g in uniq if g not in pos]
-    order = list(rng.permutation(pos)) + list(rng.permutation(neg))
-    fold_of = {g: i % n_folds for i, g in enumerate(order)}
-    return np.array([fold_of[g] for g in groups])
+def subject_folds(groups: np.ndarray, labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold id per element of ``groups`` (a subject per trial or window): whole groups go to one fold,
+    and positives are spread over the folds (scikit-learn's ``StratifiedGroupKFold``).
+
+    Subjects a and b each had a fall: they land in different folds.
+
+    >>> subject_folds(np.array(["a", "a", "b", "b", "c", "c", "d", "d"]), np.array([1, 0, 1, 0, 0, 0, 0, 0]), 2, seed=0).tolist()
+    [1, 1, 0, 0, 0, 0, 1, 1]
+    """
+    groups = np.asarray(groups)
+    n_splits = min(n_folds, len(np.unique(groups)))
+    folds = np.full(len(groups), -1)
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(groups)), np.asarray(labels).astype(int), groups)):
+        folds[held_out] = fold
+    return folds
 
 
 class FallClassifier:
@@ -330,7 +337,7 @@ class FallClassifier:
         if groups is None:  # no subject ids: plain interleaved folds
             groups = np.arange(len(y))
         groups = np.asarray(groups)
-        folds = subject_folds(groups, self.inner_folds, self.seed, set(groups[y]))
+        folds = subject_folds(groups, y, self.inner_folds, self.seed)
         oof = np.zeros(len(y))
         for f in range(self.inner_folds):
             te = folds == f

@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 import scipy.fft
 
-from models.bearing import FaultOrders
+from vigil.models.bearing import FaultOrders
 
 N_BANDS = 6
 BAND_EDGES_NYQUIST = np.array([0.0, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0])
@@ -248,7 +248,7 @@ def extract_window_features(
     float64, columns in the order of ``VIBRATION_FEATURES``.
 
     >>> import numpy as np
-    >>> from models.bearing import SKF_6205
+    >>> from vigil.models.bearing import SKF_6205
     >>> t = np.arange(4000) / 4000.0
     >>> sine = 2.0 * np.sin(2 * np.pi * 50.0 * t)
     >>> f = extract_window_features(sine, 4000.0, 1800.0, SKF_6205.fault_orders(), (500.0, 1800.0))

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Literal
 
 import numpy as np
 
-from models.assets import AssetCatalog
+from vigil.models.assets import AssetCatalog
 
 PackKind = Literal["pronostia", "cwru"]
 PACK_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)  # packs give times of day or offsets, not dates

@@ -34,8 +34,8 @@ from typing import Iterator, Literal
 import numpy as np
 import scipy.signal
 
-from models.bearing import SKF_6205, BearingGeometry
-from models.packs import RunToFailureRecord
+from vigil.models.bearing import SKF_6205, BearingGeometry
+from vigil.models.packs import RunToFailureRecord
 
 FaultKind = Literal["outer", "inner"]
 DEFAULT_START_TS_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: reproducible event time unless told otherwise

@@ -6,11 +6,21 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from models.simulate import FleetSimulator, make_fleet
-from streams.codec import AvroCodec
-from streams.stage import RawMessage
+from vigil.models.simulate import FleetSimulator, make_fleet
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage
 
 pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.data", "tests.fixtures.models", "tests.fixtures.falls"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that reads the shared datasets without the `dataset` marker: `-m "not dataset"` must leave none behind."""
+    from tests.fixtures.data import DATASET_FIXTURES
+
+    unmarked = [item.nodeid for item in items
+                if DATASET_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("dataset") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that read ../shared/datasets need @pytest.mark.dataset: " + ", ".join(unmarked))
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from typing import Any, Callable, Iterator
 import fastavro
 from confluent_kafka import Consumer
 
-
 STATES = ("OPEN", "UPDATE", "CLOSE")
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 

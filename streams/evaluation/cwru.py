@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from models.diagnosis import diagnose_fault
-from models.packs import iter_cwru, pack_assets, pack_kind
-from streams.offline import OfflinePumpPipeline
+from vigil.models.diagnosis import diagnose_fault
+from vigil.models.packs import iter_cwru, pack_assets, pack_kind
+from vigil.streams.pumps.offline import OfflinePumpPipeline
 
 EXPECTED = {"IR": "inner_race", "OR": "outer_race", "B": "ball", "normal": "none"}
 

@@ -22,10 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from models.alerts import AlertPolicy, AlertPolicyConfig
-from models.assets import AssetCatalog
-from streams.offline import OfflinePumpPipeline
-from streams.pump_models import PumpTrainingConfig, fit_pump_models
+from vigil.models.alerts import AlertPolicy, AlertPolicyConfig
+from vigil.models.assets import AssetCatalog
+from vigil.streams.pumps.offline import OfflinePumpPipeline
+from vigil.streams.pumps.training import PumpTrainingConfig, fit_pump_models
 
 FOLDERS = ("valve1", "valve2", "other")
 TRAIN_ROWS = 400

@@ -8,19 +8,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from models.falls import FallClassifier, ScreenConfig
-from models.registry import FALL_TIER, ModelNotFoundError, ModelRegistry
-from streams import metrics
-from streams.agents import StagePublisher, TopologyWiring, observe_outputs, register_stage_agent
-from streams.codec import AvroCodec
-from streams.falls.classify import FallModelStage, WearerClassifyState
-from streams.falls.confirm import ConfirmStage, WearerConfirmState, overdue_partitions
-from streams.falls.screen import ScreenStage, WearerScreenState
-from streams.settings import Settings
-from streams.stage import RawMessage, StageResult
-from streams.tables import TableState
-from streams.topics import (
-    ALERTS, FALL_CANDIDATES, FALL_CONFIRM_REQUEST, FALL_DEADLETTER, FALL_OUTCOMES, FALL_SUSPECTED, WEARABLE_IMU_RAW,
+from vigil.models.falls import FallClassifier, ScreenConfig
+from vigil.models.registry import FALL_TIER, ModelNotFoundError, ModelRegistry
+from vigil.streams.falls.classify import FallModelStage, WearerClassifyState
+from vigil.streams.falls.confirm import ConfirmStage, WearerConfirmState, overdue_partitions
+from vigil.streams.falls.screen import ScreenStage, WearerScreenState
+from vigil.streams.runtime import metrics
+from vigil.streams.runtime.agent_loop import StagePublisher, TopologyWiring, observe_outputs, register_stage_agent
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.settings import Settings
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.tables import TableState
+from vigil.streams.runtime.topics import (
+    ALERTS,
+    FALL_CANDIDATES,
+    FALL_CONFIRM_REQUEST,
+    FALL_DEADLETTER,
+    FALL_OUTCOMES,
+    FALL_SUSPECTED,
+    WEARABLE_IMU_RAW,
     WEARABLE_USER_RESPONSE,
 )
 

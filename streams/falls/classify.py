@@ -13,11 +13,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from models.falls import FEATURE_NAMES, POST_S, FallClassifier, fall_window_features, window_samples
-from streams.codec import AvroCodec
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
-from streams.validation import Rejection, check_identity, check_samples
+from vigil.models.falls import FEATURE_NAMES, POST_S, FallClassifier, fall_window_features, window_samples
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
+from vigil.streams.runtime.validation import Rejection, check_identity, check_samples
 
 SCHEMA = "vigil.falls.FallCandidate"
 

@@ -24,11 +24,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Container, Iterable, Mapping, Sequence
 
-from streams.codec import AvroCodec
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
-from streams.topics import ALERTS, FALL_CONFIRM_REQUEST, FALL_OUTCOMES
-from streams.validation import Rejection, check_identity
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
+from vigil.streams.runtime.topics import ALERTS, FALL_CONFIRM_REQUEST, FALL_OUTCOMES
+from vigil.streams.runtime.validation import Rejection, check_identity
 
 SUSPECTED_SCHEMA = "vigil.falls.FallSuspected"
 RESPONSE_SCHEMA = "vigil.falls.UserResponse"

@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from models.falls import FS_HZ, to_g
-from streams.topics import WEARABLE_IMU_RAW
+from vigil.models.falls import FS_HZ, to_g
+from vigil.streams.runtime.topics import WEARABLE_IMU_RAW
 
 SISFALL_RANGE_G = 16.0  # ADXL345 at +-16 g
 TRIAL_GAP_S = 5.0  # event time between two trials of a wearer: a new segment for the screen
@@ -69,7 +69,7 @@ def pack_wearers(path: str | Path, subjects: Iterable[str] | None = None, max_tr
 
 def simulated_wearers(wearers: int, trials_per_wearer: int, fall_fraction: float = 0.25, seed: int = 0) -> dict[str, list[WearerTrial]]:
     """SYNTHETIC wearers from ``models.wearer_sim``: for demos and tests without a dataset."""
-    from models.wearer_sim import simulate_trials
+    from vigil.models.wearer_sim import simulate_trials
 
     out = {}
     for w in range(wearers):
@@ -113,7 +113,7 @@ def publish_wearers(producer: Any, wearers: dict[str, list[WearerTrial]], *, fs_
     the clock; running again for the same wearers before the clock has caught up makes their new chunks
     dead letters (``timestamp_backwards``), as it would for a device whose clock jumped back.
     """
-    from streams.producer import Pacer
+    from vigil.streams.devtools.producer import Pacer
 
     start_ms = int(time.time() * 1000) if start_ms is None else start_ms
     streams, spans = [], []

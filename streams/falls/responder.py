@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from streams.codec import AvroCodec
-from streams.settings import Settings
-from streams.topics import FALL_CONFIRM_REQUEST, SCHEMA_OF_TOPIC, WEARABLE_USER_RESPONSE
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.settings import Settings
+from vigil.streams.runtime.topics import FALL_CONFIRM_REQUEST, SCHEMA_OF_TOPIC, WEARABLE_USER_RESPONSE
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Responder:
                      on_answer: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Send answers as they fall due (reading requests from ``consumer`` if given) until ``should_stop()``
         and nothing is left to send."""
-        from streams.producer import RecordProducer
+        from vigil.streams.devtools.producer import RecordProducer
 
         producer = RecordProducer(self.settings, self.codec)
         while not should_stop() or self._due:

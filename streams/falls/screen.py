@@ -13,11 +13,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from models.falls import FS_HZ, POST_S, PRE_S, ScreenConfig, StreamingScreen, screen_features
-from streams.codec import AvroCodec
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
-from streams.validation import ImuLimits, Rejection, check_imu
+from vigil.models.falls import FS_HZ, POST_S, PRE_S, ScreenConfig, StreamingScreen, screen_features
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
+from vigil.streams.runtime.validation import ImuLimits, Rejection, check_imu
 
 SCHEMA = "vigil.falls.ImuChunk"
 # Device clocks stamp chunks in whole ms and drift a little: a chunk this close to where the previous one

@@ -3,21 +3,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.alerts import AlertPolicy
-from models.assets import AssetCatalog
-from streams.agents import TopologyWiring, register_stage_agent
-from streams.codec import AvroCodec
-from streams.pump_models import ActivePumpModels
-from streams.pumps.alerts import AlertStage, AlertStageState
-from streams.pumps.cloud import CloudStage, CloudStreamState
-from streams.pumps.edge import EdgeStage, EdgeStreamState
-from streams.pumps.process import ProcessAssetState, ProcessStage
-from streams.pumps.trends import TrendAssetState, TrendStage, fleet_trends, pump_trend
-from streams.pumps.vibration import VibrationAssetState, VibrationStage
-from streams.settings import Settings
-from streams.tables import TableState
-from streams.validation import VibrationLimits
-from streams.topics import (
+from vigil.models.alerts import AlertPolicy
+from vigil.models.assets import AssetCatalog
+from vigil.streams.pumps.alerts import AlertStage, AlertStageState
+from vigil.streams.pumps.cloud import CloudStage, CloudStreamState
+from vigil.streams.pumps.edge import EdgeStage, EdgeStreamState
+from vigil.streams.pumps.process import ProcessAssetState, ProcessStage
+from vigil.streams.pumps.training import ActivePumpModels
+from vigil.streams.pumps.trends import TrendAssetState, TrendStage, fleet_trends, pump_trend
+from vigil.streams.pumps.vibration import VibrationAssetState, VibrationStage
+from vigil.streams.runtime.agent_loop import TopologyWiring, register_stage_agent
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.settings import Settings
+from vigil.streams.runtime.tables import TableState
+from vigil.streams.runtime.topics import (
     ALERTS,
     PUMP_DEADLETTER,
     PUMP_FEATURES,
@@ -27,6 +26,7 @@ from streams.topics import (
     PUMP_TRENDS,
     PUMP_VIBRATION_RAW,
 )
+from vigil.streams.runtime.validation import VibrationLimits
 
 # Trend buckets are hourly: gathering a second of records per batch costs nothing there and
 # writes each pump's state (a week of buckets) to the changelog once per batch, not per record.

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from models.alerts import AlertAssetState, AlertEvent, AlertPolicy, Episode, ScoredWindow
-from streams.codec import AvroCodec
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
+from vigil.models.alerts import AlertAssetState, AlertEvent, AlertPolicy, Episode, ScoredWindow
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
 
 SCHEMA = "vigil.pumps.CloudScore"
 ALERT_KIND = "pump.anomaly"

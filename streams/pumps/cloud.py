@@ -15,12 +15,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from models.cloud import CloudModel
-from streams.codec import AvroCodec
-from streams.pumps.edge import state_key
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
-from streams.validation import unsupported_feature_set
+from vigil.models.cloud import CloudModel
+from vigil.streams.pumps.edge import state_key
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
+from vigil.streams.runtime.validation import unsupported_feature_set
 
 SCHEMA = "vigil.pumps.EdgeScore"
 
@@ -102,7 +102,7 @@ class CloudStage:
         for name, items in to_score.items():
             scores = self.model.feature_sets[name].score_many(np.stack([sequence for _, sequence in items]))
             threshold = self.thresholds[name]
-            result.flagged[name] = int(np.count_nonzero(scores >= threshold))
+            result.confirmed[name] = int(np.count_nonzero(scores >= threshold))
             for (index, _), score in zip(items, scores.tolist()):
                 out = result.outputs[index]
                 out["evaluated"] = True

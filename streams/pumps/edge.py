@@ -13,12 +13,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from models.assets import AssetCatalog
-from models.edge import Baseline, EdgeModel, deviations
-from streams.codec import AvroCodec
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
-from streams.validation import unsupported_feature_set
+from vigil.models.assets import AssetCatalog
+from vigil.models.edge import Baseline, EdgeModel, deviations
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
+from vigil.streams.runtime.validation import unsupported_feature_set
 
 SCHEMA = "vigil.pumps.FeatureWindow"
 

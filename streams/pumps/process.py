@@ -7,12 +7,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from models.assets import AssetCatalog
-from models.features import PROCESS_FEATURE_SET, PROCESS_FEATURES, PROCESS_INPUTS, extract_process_features
-from streams.codec import AvroCodec
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
-from streams.validation import ProcessLimits, Rejection, check_process
+from vigil.models.assets import AssetCatalog
+from vigil.models.features import PROCESS_FEATURE_SET, PROCESS_FEATURES, PROCESS_INPUTS, extract_process_features
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
+from vigil.streams.runtime.validation import ProcessLimits, Rejection, check_process
 
 SCHEMA = "vigil.pumps.ProcessSample"
 STREAM = "process"

@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable, Mapping, Sequence
 
-from models.trends import HourlyBucket, PumpTrend, bucket_columns, buckets_from_columns
-from streams.codec import AvroCodec
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
+from vigil.models.trends import HourlyBucket, PumpTrend, bucket_columns, buckets_from_columns
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
 
 EDGE_SCHEMA = "vigil.pumps.EdgeScore"
 ALERT_SCHEMA = "vigil.common.Alert"

@@ -8,13 +8,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from models.assets import AssetCatalog, AssetConfig
-from models.features import VIBRATION_FEATURE_SET, VIBRATION_FEATURES, extract_window_features
-from models.windowing import ChannelBuffer, Window, append_chunk, gap_tolerance_ms
-from streams.codec import AvroCodec
-from streams.stage import RawMessage, StageResult
-from streams.state import pack_state, unpack_state
-from streams.validation import Rejection, VibrationLimits, check_vibration
+from vigil.models.assets import AssetCatalog, AssetConfig
+from vigil.models.features import VIBRATION_FEATURE_SET, VIBRATION_FEATURES, extract_window_features
+from vigil.models.windowing import ChannelBuffer, Window, append_chunk, gap_tolerance_ms
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
+from vigil.streams.runtime.validation import Rejection, VibrationLimits, check_vibration
 
 logger = logging.getLogger(__name__)
 

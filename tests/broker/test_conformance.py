@@ -15,13 +15,21 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from models.simulate import FleetSimulator, make_fleet
-from streams.broker import EmbeddedBroker
-from streams.codec import AvroCodec
-from streams.producer import RecordProducer
-from streams.topics import PUMP_FEATURES, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC, ensure_topics, topic_configs, PUMP_TOPICS, ALL_TOPICS
 from tests.fixtures.broker import consume_all
 from tests.fixtures.models import BASELINE_WINDOWS
+from vigil.models.simulate import FleetSimulator, make_fleet
+from vigil.streams.devtools.broker import EmbeddedBroker
+from vigil.streams.devtools.producer import RecordProducer
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.topics import (
+    ALL_TOPICS,
+    PUMP_FEATURES,
+    PUMP_TOPICS,
+    PUMP_VIBRATION_RAW,
+    SCHEMA_OF_TOPIC,
+    ensure_topics,
+    topic_configs,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -123,7 +131,6 @@ def test_offset_commit_and_resume(broker):
         rest += [int(m.value()) for m in second.consume(100, timeout=0.5) if not m.error()]
     second.close()
     assert seen == list(range(40)) and rest == list(range(40, 100))
-
 
 
 def test_retention_deletes_old_records(broker):
@@ -253,7 +260,7 @@ async def empty_fetches_per_second(bootstrap: str, topic: str, *, pace: bool, ma
 
     from aiokafka import AIOKafkaConsumer
 
-    from streams.app import pace_empty_fetches
+    from vigil.streams.runtime.app import pace_empty_fetches
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"idle-{uuid.uuid4().hex[:6]}",
                                 fetch_max_wait_ms=max_wait_ms, auto_offset_reset="earliest")
@@ -294,7 +301,7 @@ def test_an_empty_fetch_is_held_for_the_max_wait(broker):
 def test_workers_pace_empty_fetches_on_a_broker_that_does_not_hold_them(broker):
     import asyncio
 
-    from streams.app import MIN_EMPTY_FETCH_INTERVAL_S
+    from vigil.streams.runtime.app import MIN_EMPTY_FETCH_INTERVAL_S
 
     topic = new_topic(broker.bootstrap)
     rate = asyncio.run(empty_fetches_per_second(broker.bootstrap, topic, pace=True))

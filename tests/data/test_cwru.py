@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.evaluation.cwru import evaluate_cwru
+from vigil.streams.evaluation.cwru import evaluate_cwru
 
 pytestmark = pytest.mark.dataset
 

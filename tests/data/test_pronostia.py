@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.packs import iter_pronostia, pack_assets, pack_kind
-from streams.offline import OfflinePumpPipeline
+from vigil.models.packs import iter_pronostia, pack_assets, pack_kind
+from vigil.streams.pumps.offline import OfflinePumpPipeline
 
 pytestmark = pytest.mark.dataset
 
@@ -44,13 +44,13 @@ def test_edge_score_rises_towards_the_end_of_life(bearing1_1_scores, channel):
 
 @pytest.fixture(scope="module")
 def learning_set_models(pronostia_pack):
-    from streams.evaluation.pumps import train_run_to_failure
+    from vigil.streams.pumps.training import train_run_to_failure
 
     return train_run_to_failure(pronostia_pack)
 
 
 def test_the_cascade_meets_the_learning_set_goal(pronostia_pack, learning_set_models):
-    from streams.evaluation.pumps import evaluate_run_to_failure
+    from vigil.streams.evaluation.pumps import evaluate_run_to_failure
 
     m = learning_set_models
     report = evaluate_run_to_failure(pronostia_pack, (m.edge, "edge"), (m.cloud, "cloud"))
@@ -61,7 +61,8 @@ def test_the_cascade_meets_the_learning_set_goal(pronostia_pack, learning_set_mo
 
 
 def test_a_bearing_the_models_never_saw_is_caught_without_false_alarms(pronostia_pack):
-    from streams.evaluation.pumps import evaluate_run_to_failure, train_run_to_failure
+    from vigil.streams.evaluation.pumps import evaluate_run_to_failure
+    from vigil.streams.pumps.training import train_run_to_failure
 
     others = ["Bearing1_1", "Bearing1_2", "Bearing2_2", "Bearing3_1", "Bearing3_2"]
     m = train_run_to_failure(pronostia_pack, bearings=others)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.evaluation.skab import evaluate_skab
+from vigil.streams.evaluation.skab import evaluate_skab
 
 pytestmark = pytest.mark.dataset
 

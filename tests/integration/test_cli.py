@@ -5,33 +5,42 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from models.registry import ModelRegistry
-from streams.codec import AvroCodec
-from streams.falls.responder import ResponderPolicy
-from streams.producer import RecordProducer
-from streams.topics import PUMP_PROCESS_RAW, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC
 from tests.fixtures.broker import consume_all
+from vigil.models.registry import ModelRegistry
+from vigil.streams.devtools.producer import RecordProducer
+from vigil.streams.falls.responder import ResponderPolicy
+from vigil.streams.pumps.training import PumpTrainingConfig
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.topics import PUMP_PROCESS_RAW, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC
 
 
 def vigil(*args: str, env: dict[str, str] | None = None, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env={**os.environ, **(env or {})},
+    return subprocess.run([sys.executable, "-m", "vigil", *args], env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=timeout_s)
 
 
-def test_train_edge_simulate_writes_an_active_verified_model(tmp_path):
-    out = vigil("train", "edge", "--simulate", "--pumps", "4", "--windows", "60", "--json", env={"VIGIL_MODELS": str(tmp_path)})
+def test_train_pumps_simulate_writes_both_tiers_with_the_default_settings(tmp_path):
+    out = vigil("train", "pumps", "--simulate", "--pumps", "4", "--windows", "60", "--json", env={"VIGIL_MODELS": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     registry = ModelRegistry(tmp_path)
-    assert registry.active_version("edge") == report["version"]
+    assert registry.active_version("edge") == report["edge_version"]
+    assert registry.active_version("cloud") == report["cloud_version"]
     model, meta = registry.load("edge")
     assert set(model.feature_sets) == {"vibration.v2", "process.v1"}
-    assert meta["training_data"]["healthy"] is True and meta["baseline_windows"] == 30
-    assert 0.5 < report["metrics"]["vibration.v2"]["threshold"] < 1
+    assert meta["source"]["simulation"]["healthy"] is True and meta["baseline_windows"] == 30
+    assert meta["training_config"] == json.loads(json.dumps(asdict(PumpTrainingConfig())))
+    assert 0.5 < report["metrics"]["edge"]["vibration.v2"]["threshold"] < 1
+
+
+def test_train_edge_is_gone_with_a_clear_message():
+    out = vigil("train", "edge", "--simulate")
+    assert out.returncode == 2 and "invalid choice: 'edge'" in out.stderr
 
 
 @pytest.mark.broker
@@ -49,7 +58,7 @@ def test_produce_simulate_publishes_what_it_says(broker_settings):
 
 @pytest.mark.broker
 def test_produce_falls_simulate_and_respond_play_wearers_and_their_devices(broker_settings):
-    from streams.topics import FALL_CONFIRM_REQUEST, WEARABLE_IMU_RAW, WEARABLE_USER_RESPONSE
+    from vigil.streams.runtime.topics import FALL_CONFIRM_REQUEST, WEARABLE_IMU_RAW, WEARABLE_USER_RESPONSE
 
     env = broker_settings.to_env()
     out = vigil("produce", "falls", "--simulate", "2", "--trials", "3", "--seed", "5", "--json", env=env)
@@ -78,6 +87,7 @@ def test_produce_falls_simulate_and_respond_play_wearers_and_their_devices(broke
 
 
 @pytest.mark.broker
+@pytest.mark.dataset
 def test_produce_pack_replays_a_pack(broker_settings, cwru_pack):
     out = vigil("produce", "pumps", "--pack", str(cwru_pack), "--json", env=broker_settings.to_env(), timeout_s=600)
     assert out.returncode == 0, out.stderr
@@ -90,7 +100,7 @@ def test_produce_pack_replays_a_pack(broker_settings, cwru_pack):
 def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--publish-seconds", "30",
+        [sys.executable, "-m", "vigil", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--publish-seconds", "30",
          "--max-seconds", "240", "--wearers", "4", "--trials-per-wearer", "8", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )
@@ -131,13 +141,13 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
 @pytest.mark.broker
 @pytest.mark.timeout(420)
 def test_the_demo_replays_a_pack_and_raises_the_alerts_the_offline_cascade_raises(tmp_path, synthetic_packs):
-    from streams.evaluation.pumps import run_cascade
-    from streams.pump_models import load_pump_models
+    from vigil.streams.evaluation.pumps import run_cascade
+    from vigil.streams.pumps.training import load_pump_models
 
     _, (pack, onsets) = synthetic_packs
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--pack", str(pack), "--publish-seconds", "30", "--max-seconds", "240",
+        [sys.executable, "-m", "vigil", "demo", "--pack", str(pack), "--publish-seconds", "30", "--max-seconds", "240",
          "--wearers", "0", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from models.registry import ModelRegistry
 from tests.integration.test_cli import vigil
+from vigil.models.registry import ModelRegistry
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,7 @@ def test_commands_without_models_or_with_a_tampered_one_say_what_to_do(trained_r
     assert out.returncode == 2 and "refusing to load" in out.stderr
 
 
+@pytest.mark.dataset
 def test_evaluate_cwru_json(cwru_pack):
     out = vigil("evaluate", "cwru", "--pack", str(cwru_pack), "--json")
     assert out.returncode == 0, out.stderr
@@ -93,8 +94,8 @@ def test_evaluate_cwru_json(cwru_pack):
 def test_an_edge_and_cloud_pair_that_do_not_fit_together_is_refused(trained_registry, synthetic_packs, tmp_path):
     import shutil
 
-    from streams.pump_models import EDGE_TIER, PumpTrainingConfig, fit_pump_models
-    from streams.evaluation.pumps import pack_features, pack_lives, protocol_assets
+    from vigil.streams.pumps.run_to_failure import pack_features, pack_lives, protocol_assets
+    from vigil.streams.pumps.training import EDGE_TIER, PumpTrainingConfig, fit_pump_models
 
     env, _ = trained_registry
     copy = tmp_path / "registry"

@@ -17,19 +17,26 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from models.falls import FEATURE_NAMES, ScreenConfig
-from models.registry import FALL_TIER, ModelRegistry
-from streams.codec import AvroCodec
-from streams.falls.replay import WearerTrial, publish_wearers
-from streams.falls.responder import Responder, ResponderPolicy
-from streams.producer import RecordProducer
-from streams.settings import Settings
-from streams.topics import (
-    ALERTS, FALL_CANDIDATES, FALL_CONFIRM_REQUEST, FALL_DEADLETTER, FALL_OUTCOMES, FALL_SUSPECTED, SCHEMA_OF_TOPIC,
-    WEARABLE_USER_RESPONSE, ensure_topics,
-)
 from tests.fixtures.broker import consume_all, launch_worker
 from tests.fixtures.falls import fall, lying_down_slowly, sit_down_hard, walking
+from vigil.models.falls import FEATURE_NAMES, ScreenConfig
+from vigil.models.registry import FALL_TIER, ModelRegistry
+from vigil.streams.devtools.producer import RecordProducer
+from vigil.streams.falls.replay import WearerTrial, publish_wearers
+from vigil.streams.falls.responder import Responder, ResponderPolicy
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.settings import Settings
+from vigil.streams.runtime.topics import (
+    ALERTS,
+    FALL_CANDIDATES,
+    FALL_CONFIRM_REQUEST,
+    FALL_DEADLETTER,
+    FALL_OUTCOMES,
+    FALL_SUSPECTED,
+    SCHEMA_OF_TOPIC,
+    WEARABLE_USER_RESPONSE,
+    ensure_topics,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
 

@@ -12,14 +12,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.registry import FALL_TIER, ModelRegistry
-from streams.codec import AvroCodec
-from streams.evaluation.falls import fall_model_metadata, fit_fall_classifier, load_candidates
-from streams.settings import Settings
-from streams.topics import ALERTS, FALL_CANDIDATES, FALL_DEADLETTER, FALL_SUSPECTED, SCHEMA_OF_TOPIC, ensure_topics
 from tests.fixtures.broker import consume_all, launch_worker
+from vigil.models.registry import FALL_TIER, ModelRegistry
+from vigil.streams.falls.offline import load_candidates
+from vigil.streams.falls.training import fall_model_metadata, fit_fall_classifier
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.settings import Settings
+from vigil.streams.runtime.topics import ALERTS, FALL_CANDIDATES, FALL_DEADLETTER, FALL_SUSPECTED, SCHEMA_OF_TOPIC, ensure_topics
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.broker, pytest.mark.dataset, pytest.mark.timeout(600)]
 
 HELD_OUT = ("SA13", "SE04")  # a young subject with falls, an elderly one with ADL only
 
@@ -49,7 +50,7 @@ def test_replayed_subjects_alert_on_the_trials_the_offline_evaluation_detects(br
     try:
         truth = tmp_path / "truth.json"
         out = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "produce", "falls", "--pack", str(sisfall_pack), "--subjects", *HELD_OUT,
+            [sys.executable, "-m", "vigil", "produce", "falls", "--pack", str(sisfall_pack), "--subjects", *HELD_OUT,
              "--truth", str(truth), "--json"],
             env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=300, check=True)
         stats = json.loads(out.stdout)

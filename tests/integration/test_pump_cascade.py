@@ -21,18 +21,24 @@ from typing import Any, Iterator
 
 import pytest
 
-from models.simulate import DEFAULT_START_TS_MS, FleetSimulator, make_fleet
-from models.trends import HOUR_MS, hour_start
-from streams.codec import AvroCodec
-from streams.producer import RecordProducer
-from streams.pump_models import load_pump_models
-from streams.settings import Settings
-from streams.topics import (
-    ALERTS, PUMP_PROCESS_RAW, PUMP_SCORES_CLOUD, PUMP_SCORES_EDGE, PUMP_TRENDS, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC,
-    RAW_TOPIC_OF_KIND, ensure_topics,
-)
-from streams.train import train_pumps_simulated
 from tests.fixtures.broker import consume_all, launch_worker
+from vigil.models.simulate import DEFAULT_START_TS_MS, FleetSimulator, make_fleet
+from vigil.models.trends import HOUR_MS, hour_start
+from vigil.streams.devtools.producer import RecordProducer
+from vigil.streams.pumps.training import load_pump_models, train_pumps_simulated
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.settings import Settings
+from vigil.streams.runtime.topics import (
+    ALERTS,
+    PUMP_PROCESS_RAW,
+    PUMP_SCORES_CLOUD,
+    PUMP_SCORES_EDGE,
+    PUMP_TRENDS,
+    PUMP_VIBRATION_RAW,
+    RAW_TOPIC_OF_KIND,
+    SCHEMA_OF_TOPIC,
+    ensure_topics,
+)
 
 # The module's run (training, a worker, 1,200 records and their replay) is shared by its tests and
 # counted in the first one's time; a loaded machine can take several times the usual 35 s.
@@ -215,7 +221,7 @@ def test_trend_buckets_equal_the_counts_in_the_topics(cascade):
 def test_alerts_tail_and_the_documented_consumer_read_every_alert(cascade, tmp_path):
     settings, alerts = cascade["settings"], cascade["alerts"]
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "alerts", "tail", "--from-beginning", "--json", "--max", str(len(alerts)), "--timeout-s", "20"],
+        [sys.executable, "-m", "vigil", "alerts", "tail", "--from-beginning", "--json", "--max", str(len(alerts)), "--timeout-s", "20"],
         env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=60, cwd=REPO,
     )
     assert result.returncode == 0, result.stderr

@@ -6,13 +6,21 @@ from dataclasses import replace
 
 import pytest
 
-from models.simulate import FleetSimulator, make_fleet
-from streams.codec import AvroCodec
-from streams.malformed import MALFORMED_VIBRATION, malformed_vibration
-from streams.producer import RecordProducer
-from streams.topics import PUMP_DEADLETTER, PUMP_FEATURES, PUMP_PROCESS_RAW, PUMP_SCORES_EDGE, PUMP_VIBRATION_RAW, SCHEMA_OF_TOPIC, ensure_topics
 from tests.fixtures.broker import consume_all
 from tests.fixtures.models import BASELINE_WINDOWS
+from vigil.models.simulate import FleetSimulator, make_fleet
+from vigil.streams.devtools.malformed import MALFORMED_VIBRATION, malformed_vibration
+from vigil.streams.devtools.producer import RecordProducer
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.topics import (
+    PUMP_DEADLETTER,
+    PUMP_FEATURES,
+    PUMP_PROCESS_RAW,
+    PUMP_SCORES_EDGE,
+    PUMP_VIBRATION_RAW,
+    SCHEMA_OF_TOPIC,
+    ensure_topics,
+)
 
 pytestmark = pytest.mark.broker
 

@@ -1,6 +1,6 @@
 import pytest
 
-from models.alerts import AlertAssetState, AlertPolicy, AlertPolicyConfig, ScoredWindow, episode_id
+from vigil.models.alerts import AlertAssetState, AlertPolicy, AlertPolicyConfig, ScoredWindow, episode_id
 
 ENVELOPE = {"envelope_bpfo": 60.0, "envelope_bpfi": 4.0, "envelope_bsf": 3.0}
 

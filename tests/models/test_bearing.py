@@ -1,7 +1,7 @@
 import pytest
 
-from models.assets import AssetCatalog, AssetConfig
-from models.bearing import PRONOSTIA_BEARING, SKF_6205, BearingGeometry
+from vigil.models.assets import AssetCatalog, AssetConfig
+from vigil.models.bearing import PRONOSTIA_BEARING, SKF_6205, BearingGeometry
 
 
 def test_skf_6205_matches_the_cwru_published_orders():

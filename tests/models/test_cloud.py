@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 
-from models.cloud import CloudScorer, sliding_sequences, squash
+from vigil.models.cloud import CloudScorer, sliding_sequences, squash
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import pytest
 
-from models.costs import AssetOutcome, CostModel, cheapest, cost_table, expected_cost
+from vigil.models.costs import AssetOutcome, CostModel, cheapest, cost_table, expected_cost
 
 
 def outcomes(detected, false_alarms, fraction=0.3):

@@ -1,8 +1,8 @@
 import numpy as np
 
-from models.bearing import SKF_6205
-from models.diagnosis import diagnose_fault
-from models.features import VIBRATION_FEATURES, extract_window_features
+from vigil.models.bearing import SKF_6205
+from vigil.models.diagnosis import diagnose_fault
+from vigil.models.features import VIBRATION_FEATURES, extract_window_features
 
 FS_HZ, RPM = 12_000.0, 1797.0
 

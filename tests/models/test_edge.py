@@ -3,8 +3,8 @@ import pickle
 import numpy as np
 import pytest
 
-from models.edge import LINEAR_SCALE_FLOOR, LOG_SCALE_FLOOR, Baseline, EdgeScorer, deviation_profile, fit_feature_set
-from models.features import VIBRATION_FEATURES
+from vigil.models.edge import LINEAR_SCALE_FLOOR, LOG_SCALE_FLOOR, Baseline, EdgeScorer, deviation_profile, fit_feature_set
+from vigil.models.features import VIBRATION_FEATURES
 
 
 def test_baseline_deviation_is_a_robust_z_score():

@@ -4,11 +4,22 @@ import pickle
 import numpy as np
 import pytest
 
-from models.falls import (
-    FEATURE_NAMES, FS_HZ, POST_S, PRE_S, FallClassifier, ScreenConfig, StreamingScreen, candidate_windows, fall_window_features,
-    screen_impacts, stage2_labels, to_g,
-)
 from tests.fixtures.falls import LYING, fall, lying_down_slowly, sit_down_hard, still, walking
+from vigil.models.falls import (
+    FEATURE_NAMES,
+    FS_HZ,
+    POST_S,
+    PRE_S,
+    FallClassifier,
+    ScreenConfig,
+    StreamingScreen,
+    candidate_windows,
+    fall_window_features,
+    screen_impacts,
+    stage2_labels,
+    to_g,
+)
+
 
 @pytest.fixture
 def rng():

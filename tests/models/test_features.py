@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from models.bearing import SKF_6205
-from models.features import (
+from vigil.models.bearing import SKF_6205
+from vigil.models.features import (
     PROCESS_FEATURES,
     VIBRATION_FEATURES,
     extract_process_features,
@@ -103,7 +103,7 @@ def test_one_faults_harmonics_do_not_count_for_another(fault):
 
 def test_close_lines_keep_their_nearest_bin_in_short_windows():
     # PRONOSTIA: 0.1 s windows (10 Hz bins), 2 x BSF = 7.18 and BPFI = 7.39 orders, 6 Hz apart at 1800 rpm.
-    from models.bearing import PRONOSTIA_BEARING
+    from vigil.models.bearing import PRONOSTIA_BEARING
 
     orders = PRONOSTIA_BEARING.fault_orders()
     fs, rpm = 25_600.0, 1800.0

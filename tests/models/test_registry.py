@@ -1,6 +1,6 @@
 import pytest
 
-from models.registry import ModelIntegrityError, ModelNotFoundError, ModelRegistry
+from vigil.models.registry import ModelIntegrityError, ModelNotFoundError, ModelRegistry
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import numpy as np
 
-from models.features import VIBRATION_FEATURES, extract_window_features
-from models.simulate import FleetSimulator, make_fleet
+from vigil.models.features import VIBRATION_FEATURES, extract_window_features
+from vigil.models.simulate import FleetSimulator, make_fleet
 
 
 def records(seed, steps=5, pumps=4):

@@ -1,8 +1,16 @@
 import numpy as np
 import pytest
 
-from models.trends import (
-    HOUR_MS, WEEK_HOURS, HourlyBucket, PumpTrend, bucket_columns, buckets_from_columns, histogram_quantile, hour_start, score_bin,
+from vigil.models.trends import (
+    HOUR_MS,
+    WEEK_HOURS,
+    HourlyBucket,
+    PumpTrend,
+    bucket_columns,
+    buckets_from_columns,
+    histogram_quantile,
+    hour_start,
+    score_bin,
 )
 
 T0 = 1_767_225_600_000  # an hour boundary

@@ -4,9 +4,11 @@ import time
 import numpy as np
 import pytest
 
-from models.falls import ScreenConfig, candidate_windows, screen_features, screen_impacts
-from models.wearer_sim import ADL_ACTIVITIES, CLIP_G, FALL_ACTIVITIES, FS_HZ, LSB_G, SimulatedTrial, simulate_trial, simulate_trials
-from streams.evaluation.falls import FallCandidates, fit_fall_classifier, screen_trials, summarize
+from vigil.models.falls import ScreenConfig, candidate_windows, screen_features, screen_impacts
+from vigil.models.wearer_sim import ADL_ACTIVITIES, CLIP_G, FALL_ACTIVITIES, FS_HZ, LSB_G, SimulatedTrial, simulate_trial, simulate_trials
+from vigil.streams.evaluation.falls import summarize
+from vigil.streams.falls.offline import FallCandidates, screen_trials
+from vigil.streams.falls.training import fit_fall_classifier
 
 N_FALLS, N_ADL = 200, 300
 

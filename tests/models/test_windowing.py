@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.windowing import MIN_WINDOW_SAMPLES, append_chunk, gap_tolerance_ms
+from vigil.models.windowing import MIN_WINDOW_SAMPLES, append_chunk, gap_tolerance_ms
 
 FS_HZ = 1000.0
 

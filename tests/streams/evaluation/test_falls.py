@@ -7,7 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from streams.evaluation.falls import cross_validate_falls, evaluate_falls, fit_fall_classifier, load_candidates
+from vigil.streams.evaluation.falls import cross_validate_falls, evaluate_falls
+from vigil.streams.falls.offline import load_candidates
+from vigil.streams.falls.training import fit_fall_classifier
+
+pytestmark = pytest.mark.dataset
 
 CONTRACT = {"fall_trials", "adl_trials", "sensitivity", "specificity", "false_alarms_per_hour_adl", "stage1_pass_rate",
             "stage2_pass_rate", "per_subject"}
@@ -47,7 +51,7 @@ def test_vigil_train_and_evaluate_falls(sisfall_pack, tmp_path):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}, "VIGIL_MODELS": str(tmp_path / "models")}
 
     def vigil(*args):
-        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run([sys.executable, "-m", "vigil", *args], env=env, capture_output=True, text=True, timeout=300)
 
     missing = vigil("evaluate", "falls", "--pack", str(sisfall_pack), "--json")
     assert missing.returncode == 2 and "vigil train falls" in missing.stderr

@@ -1,9 +1,10 @@
 """The run-to-failure evaluator on synthetic PRONOSTIA-layout packs whose fault onsets are known."""
 import pytest
 
-from models.alerts import AlertPolicyConfig
-from streams.evaluation.pumps import evaluate_run_to_failure, pack_lives, score_episodes, train_run_to_failure, tune_run_to_failure
-from streams.pump_models import PumpTrainingConfig
+from vigil.models.alerts import AlertPolicyConfig
+from vigil.streams.evaluation.pumps import evaluate_run_to_failure, score_episodes, tune_run_to_failure
+from vigil.streams.pumps.run_to_failure import pack_lives
+from vigil.streams.pumps.training import PumpTrainingConfig, train_run_to_failure
 
 POLICY = AlertPolicyConfig(confirm_k=3, confirm_n=5, quiet_s=300.0)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from streams.evaluation.skab import SkabFile, confusion, episode_rows, evaluate_skab, read_skab_file, skab_files, skab_metrics
+from vigil.streams.evaluation.skab import SkabFile, confusion, episode_rows, evaluate_skab, read_skab_file, skab_files, skab_metrics
 
 
 def test_metrics_by_hand():

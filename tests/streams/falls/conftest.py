@@ -6,10 +6,10 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from streams.codec import AvroCodec
-from streams.falls.replay import WearerTrial, wearer_records
-from streams.stage import RawMessage
-from streams.topics import SCHEMA_OF_TOPIC
+from vigil.streams.falls.replay import WearerTrial, wearer_records
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage
+from vigil.streams.runtime.topics import SCHEMA_OF_TOPIC
 
 T0_MS = 1_767_225_600_000
 

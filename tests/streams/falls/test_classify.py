@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from models.falls import FEATURE_NAMES, fall_window_features
-from streams.falls.classify import FallModelStage
-from streams.falls.screen import ScreenStage
 from tests.fixtures.falls import fall, sit_down_hard
+from vigil.models.falls import FEATURE_NAMES, fall_window_features
+from vigil.streams.falls.classify import FallModelStage
+from vigil.streams.falls.screen import ScreenStage
 
 IMU, CANDIDATES = "wearable.imu.raw", "fall.candidates"
 
@@ -13,7 +13,7 @@ IMU, CANDIDATES = "wearable.imu.raw", "fall.candidates"
 @pytest.fixture
 def candidates(codec, imu_records, to_messages):
     """Stage 1's candidates for three falls and three hard sit-downs (all pass the lenient screen below)."""
-    from models.falls import ScreenConfig
+    from vigil.models.falls import ScreenConfig
 
     rng = np.random.default_rng(11)
     signals = [fall(rng, 3.0), sit_down_hard(rng, 2.3), fall(rng, 5.0), sit_down_hard(rng, 2.0), fall(rng, 7.0), sit_down_hard(rng, 2.5)]

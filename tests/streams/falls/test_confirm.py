@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from streams.falls.confirm import ALERT_KIND, ConfirmStage, WearerConfirmState, overdue_partitions
 from tests.streams.falls.conftest import T0_MS
+from vigil.streams.falls.confirm import ALERT_KIND, ConfirmStage, WearerConfirmState, overdue_partitions
 
 SUSPECTED, RESPONSES = "fall.suspected", "wearable.user_response"
 WINDOW_XYZ = np.arange(3000, dtype="<f4").tobytes()

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from models.falls import FS_HZ, POST_S, PRE_S, candidate_windows, screen_impacts
-from streams.falls.screen import ScreenStage, WearerScreenState
 from tests.fixtures.falls import FALL_IMPACT_S, LYING, fall, still, walking
 from tests.streams.falls.conftest import T0_MS
+from vigil.models.falls import FS_HZ, POST_S, PRE_S, candidate_windows, screen_impacts
+from vigil.streams.falls.screen import ScreenStage, WearerScreenState
 
 TOPIC = "wearable.imu.raw"
 

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the stream stages (served at the worker's /metrics).
+
+Labels are bounded (stage, reason); never an asset id.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, Info
+from prometheus_client.parser import text_string_to_metric_families
+
+RECORDS_IN = Counter("vigil_records_in_total", "Records consumed by a stage", ["stage"])
+RECORDS_OUT = Counter("vigil_records_out_total", "Records published by a stage", ["stage"])
+DEAD_LETTERS = Counter("vigil_deadletters_total", "Records rejected to a dead-letter topic", ["stage", "reason"])
+DUPLICATES = Counter("vigil_duplicates_total", "Records skipped because their (asset, seq) was already processed", ["stage"])
+STALE_EVENTS = Counter("vigil_stale_events_total", "Events from before a rebalance, left for Faust to deliver again", ["stage"])
+SEQ_GAPS = Counter("vigil_seq_gaps_total", "Sequence numbers skipped between consecutive records of an asset", ["stage"])
+RESEEKS = Counter("vigil_offset_reseeks_total", "Times a stage saw a partition's offsets jump and sought back", ["stage"])
+OFFSET_JUMPS = Counter("vigil_offset_jumps_accepted_total", "Offset jumps still there after re-seeking, accepted as real gaps", ["stage"])
+PUBLISH_RETRIES = Counter("vigil_publish_retries_total", "Batches whose outputs had to be sent again", ["stage"])
+EDGE_FLAGGED = Counter("vigil_edge_flagged_total", "Windows the edge tier flagged", ["feature_set"])
+CLOUD_CONFIRMED = Counter("vigil_cloud_confirmed_total", "Flagged windows the cloud tier confirmed", ["feature_set"])
+FALL_OUTCOMES = Counter("vigil_fall_outcomes_total",
+                        "Suspected falls settled by stage 3: DISMISSED (a false alarm, by the wearer), EMERGENCY_NO_RESPONSE, EMERGENCY_HELP",
+                        ["outcome"])
+BATCH_SECONDS = Histogram(
+    "vigil_batch_seconds",
+    "Wall time a stage spends on one batch, publishing included",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+EVENT_LATENCY = Histogram(
+    "vigil_event_latency_seconds",
+    "Event time (end of the window or record) to publication of the stage's output",
+    ["stage"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+BUILD = Info("vigil_build", "vigil version and the active models")
+
+
+def parse_samples(text: str) -> dict[str, float]:
+    """Prometheus text exposition -> {'name{label="value",...}': value}, read by prometheus_client's own parser.
+
+    >>> parse_samples('# TYPE x_total counter\\nx_total{stage="edge"} 3.0\\nup 1\\n')
+    {'x_total{stage="edge"}': 3.0, 'up': 1.0}
+    """
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return samples
+
+
+def scrape_metrics(url: str, timeout_s: float = 5.0) -> dict[str, float]:
+    """Samples from a worker's /metrics (raises OSError when it does not answer)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return parse_samples(response.read().decode())

@@ -1,0 +1,102 @@
+"""Topic names, the Avro schema each carries, and their creation with configs.
+
+Keys are the asset id everywhere (pump or wearer), so all of one asset's
+records land on one partition, in order. Topic names are fixed by the design brief;
+``VIGIL_TOPIC_PREFIX`` prepends a namespace (tenants, tests).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from vigil.streams.runtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PUMP_VIBRATION_RAW = "pump.vibration.raw"
+PUMP_PROCESS_RAW = "pump.process.raw"
+PUMP_FEATURES = "pump.features"
+PUMP_SCORES_EDGE = "pump.scores.edge"
+PUMP_SCORES_CLOUD = "pump.scores.cloud"
+ALERTS = "alerts"
+PUMP_TRENDS = "pump.trends"
+PUMP_DEADLETTER = "pump.deadletter"
+
+WEARABLE_IMU_RAW = "wearable.imu.raw"
+FALL_CANDIDATES = "fall.candidates"
+FALL_SUSPECTED = "fall.suspected"
+FALL_CONFIRM_REQUEST = "fall.confirm_request"
+WEARABLE_USER_RESPONSE = "wearable.user_response"
+FALL_OUTCOMES = "fall.outcomes"
+FALL_DEADLETTER = "fall.deadletter"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    schema: str  # full Avro name of the value
+    doc: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+PUMP_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(PUMP_VIBRATION_RAW, "vigil.pumps.VibrationChunk", "waveform chunks from pump accelerometers"),
+    TopicSpec(PUMP_PROCESS_RAW, "vigil.pumps.ProcessSample", "process sensor readings"),
+    TopicSpec(PUMP_FEATURES, "vigil.pumps.FeatureWindow", "feature vectors per window"),
+    TopicSpec(PUMP_SCORES_EDGE, "vigil.pumps.EdgeScore", "edge-tier Isolation Forest verdicts"),
+    TopicSpec(PUMP_SCORES_CLOUD, "vigil.pumps.CloudScore", "cloud-tier LSTM autoencoder verdicts on flagged windows"),
+    TopicSpec(ALERTS, "vigil.common.Alert", "alert episodes: open, update, close; ids deterministic"),
+    TopicSpec(PUMP_TRENDS, "vigil.pumps.PumpTrend", "hourly trend buckets per pump with the rolling week; latest revision per (asset, hour) wins"),
+    TopicSpec(PUMP_DEADLETTER, "vigil.common.DeadLetter", "rejected pump records, with reason and original bytes"),
+)
+
+FALL_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(WEARABLE_IMU_RAW, "vigil.falls.ImuChunk", "accelerometer chunks from wearables"),
+    TopicSpec(FALL_CANDIDATES, "vigil.falls.FallCandidate", "stage 1: impacts that passed the screen, with their 5 s window"),
+    TopicSpec(FALL_SUSPECTED, "vigil.falls.FallSuspected", "stage 2: candidates the fall model fired on"),
+    TopicSpec(FALL_CONFIRM_REQUEST, "vigil.falls.ConfirmRequest", "stage 3: are-you-OK questions to the wearer's device"),
+    TopicSpec(WEARABLE_USER_RESPONSE, "vigil.falls.UserResponse", "answers from the wearer's device"),
+    TopicSpec(FALL_OUTCOMES, "vigil.falls.FallOutcome", "how each suspected fall was settled; dismissed ones are labelled false alarms"),
+    TopicSpec(FALL_DEADLETTER, "vigil.common.DeadLetter", "rejected wearable records, with reason and original bytes"),
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = PUMP_TOPICS + FALL_TOPICS
+SCHEMA_OF_TOPIC = {spec.name: spec.schema for spec in ALL_TOPICS}
+# Raw record kinds (as the simulator and pack readers name them) and their input topics.
+RAW_TOPIC_OF_KIND = {"vibration": PUMP_VIBRATION_RAW, "process": PUMP_PROCESS_RAW}
+
+
+def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
+    return {"cleanup.policy": "delete", "retention.ms": str(settings.retention_ms), **spec.config}
+
+
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet (partitions and configs from settings); returns those created.
+
+    Existing topics are left as they are: changing partition counts of a live
+    topic moves keys between partitions and is an operator's decision.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(settings.confluent_config())
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [
+        NewTopic(settings.topic(spec.name), settings.partitions, settings.replication, config=topic_configs(spec, settings))
+        for spec in specs
+        if settings.topic(spec.name) not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # another worker won the race
+            raise
+    logger.info("created topics", extra={"topics": created})
+    return created
