@@ -81,6 +81,8 @@ PROCESS_FEATURES: tuple[str, ...] = (
     "flow_per_amp_l_min_a",
     "temp_rise_c",
 )
+# Every feature of each feature set, by the set's name.
+FEATURE_NAMES = {VIBRATION_FEATURE_SET: VIBRATION_FEATURES, PROCESS_FEATURE_SET: PROCESS_FEATURES}
 
 # Features whose baseline comparison is made on a log scale (positive, multiplicative).
 LOG_SCALE_FEATURES = frozenset(

@@ -9,10 +9,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from vigil.models.cloud import CloudModel, CloudScorer, sliding_sequences
-from vigil.models.features import PROCESS_FEATURE_SET, PROCESS_FEATURES, VIBRATION_FEATURE_SET, VIBRATION_FEATURES
-
-FEATURE_NAMES = {VIBRATION_FEATURE_SET: VIBRATION_FEATURES, PROCESS_FEATURE_SET: PROCESS_FEATURES}
-
 
 # Bin edges (robust z) of the reference histograms stored with a model, for later drift checks:
 # deviations are standardized per asset, so one set of edges fits every asset and feature.

@@ -5,18 +5,8 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
-from vigil.models.registry import ModelRegistry
 from vigil.streams.cli.common import console, out, print_json
-from vigil.streams.falls.offline import load_candidates
-from vigil.streams.falls.training import save_fall_model, train_falls_simulated
-from vigil.streams.pumps.training import (
-    SIMULATED_PUMPS,
-    SIMULATED_WINDOWS_PER_PUMP,
-    PumpTrainingConfig,
-    save_pump_models,
-    train_pumps_simulated,
-    train_run_to_failure,
-)
+from vigil.streams.pumps.training_config import SIMULATED_PUMPS, SIMULATED_WINDOWS_PER_PUMP, PumpTrainingConfig
 from vigil.streams.runtime.settings import Settings
 
 
@@ -40,6 +30,9 @@ def training_config(args: argparse.Namespace, settings: Settings) -> PumpTrainin
 
 
 def cmd_train_pumps(args: argparse.Namespace, settings: Settings) -> int:
+    from vigil.models.registry import ModelRegistry
+    from vigil.streams.pumps.training import save_pump_models, train_pumps_simulated, train_run_to_failure
+
     config = training_config(args, settings)
     if args.pack:
         with console.status(f"training both tiers on {args.pack}"):
@@ -64,6 +57,9 @@ def cmd_train_pumps(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train_falls(args: argparse.Namespace, settings: Settings) -> int:
+    from vigil.streams.falls.offline import load_candidates
+    from vigil.streams.falls.training import save_fall_model, train_falls_simulated
+
     if args.simulate:
         with console.status("fitting stage 2 on synthetic wearers"):
             version, info = train_falls_simulated(settings, seed=args.seed)

@@ -1,17 +1,5 @@
-"""PRONOSTIA-layout run-to-failure packs: evaluation of the pump cascade (the protocol is in
-``vigil.streams.pumps.run_to_failure``).
-
-Protocol (issue 4, the design brief's evaluation contract):
-
-- each bearing is one asset, both accelerometer channels are its streams;
-- its commissioning baseline is the first 10 % of its life, at least 30 windows;
-- an alert episode opened in the first 30 % of life makes it a false-alarm asset;
-- it is detected when an episode opens after 30 % of life and before the end of
-  the record (the failure); the lead is the end of record minus that opening.
-
-Training learns fleet-level models only from the packs it is given; the
-healthy part of each run is taken to be the windows between its baseline and
-30 % of life, the same span the protocol calls false alarms in.
+"""PRONOSTIA-layout run-to-failure packs: evaluation of the pump cascade under the protocol stated in
+``vigil.streams.pumps.run_to_failure`` (detections, false-alarm assets, lead before failure, cost-based thresholds).
 """
 from __future__ import annotations
 

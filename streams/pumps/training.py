@@ -20,42 +20,20 @@ import numpy as np
 from vigil.models.assets import AssetCatalog
 from vigil.models.cloud import CloudModel
 from vigil.models.edge import EdgeModel, fit_feature_set
-from vigil.models.features import PROCESS_FEATURE_SET, VIBRATION_ENERGY_FEATURES, VIBRATION_FEATURE_SET
 from vigil.models.registry import CLOUD_TIER, EDGE_TIER, ModelNotFoundError, ModelRegistry
 from vigil.models.simulate import FleetSimulator, make_fleet
-from vigil.models.training import FEATURE_NAMES, fingerprint, fit_cloud_model, reference_histograms
+from vigil.models.training import fingerprint, fit_cloud_model, reference_histograms
 from vigil.streams.pumps.offline import OfflinePumpPipeline
 from vigil.streams.pumps.run_to_failure import RunToFailureProtocol, pack_features, pack_lives, protocol_assets
+from vigil.streams.pumps.training_config import (
+    SIMULATED_CAPTURE_INTERVAL_S,
+    SIMULATED_PUMPS,
+    SIMULATED_WINDOWS_PER_PUMP,
+    PumpTrainingConfig,
+)
 from vigil.streams.runtime.settings import Settings
 
 StreamKey = tuple[str, str]  # (asset_id, stream)
-
-
-@dataclass(frozen=True)
-class PumpTrainingConfig:
-    """Hyper-parameters of both tiers; the defaults are the fleet settings measured in docs/evaluation.md."""
-
-    baseline_windows: int = 30  # per stream, unless the asset catalog says otherwise
-    # Features compared with the baseline, per feature set (None: all of the set's). The default
-    # leaves out vibration shape statistics (crest factor, skewness, kurtosis, spectral centroid):
-    # on PRONOSTIA their healthy wander raised early false alarms (docs/evaluation.md).
-    vibration_features: tuple[str, ...] | None = VIBRATION_ENERGY_FEATURES
-    process_features: tuple[str, ...] | None = None
-    log_scale_floor: float = 0.12  # log10 units: a 30 % spread at least
-    edge_trees: int = 500
-    edge_quantile: float = 0.999
-    cloud_window: int = 16
-    cloud_hidden: int = 16
-    cloud_epochs: int = 10
-    cloud_quantile: float = 0.7
-    cloud_threshold: float | None = None  # a fixed calibrated score instead of the quantile
-    # Learn from the baseline windows' own deviations too (SKAB: one 400-row healthy span per asset).
-    train_on_baseline: bool = False
-    seed: int = 0
-
-    def features_of(self, feature_set: str) -> tuple[str, ...]:
-        chosen = {VIBRATION_FEATURE_SET: self.vibration_features, PROCESS_FEATURE_SET: self.process_features}.get(feature_set)
-        return tuple(chosen) if chosen is not None else FEATURE_NAMES[feature_set]
 
 
 @dataclass
@@ -220,12 +198,6 @@ def simulated_healthy_features(
     return features
 
 
-# The simulated healthy fleet `vigil train pumps --simulate` trains on by default.
-SIMULATED_PUMPS = 16
-SIMULATED_WINDOWS_PER_PUMP = 150
-SIMULATED_CAPTURE_INTERVAL_S = 20.0
-
-
 def train_pumps_simulated(
     settings: Settings,
     *,
@@ -256,6 +228,8 @@ def train_run_to_failure(
     protocol: RunToFailureProtocol = RunToFailureProtocol(),
     config: PumpTrainingConfig = PumpTrainingConfig(),
 ) -> PumpModels:
+    """Fleet-level models from the packs given only: the healthy part of each run is taken to be the windows
+    between its baseline and 30 % of life, the same span the protocol calls false alarms in."""
     lives = pack_lives(path, bearings)
     assets = protocol_assets(lives, protocol)
     features = pack_features(path, assets, bearings)
