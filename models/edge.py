@@ -16,8 +16,8 @@ single feature 20 sd out scored 0.50 against a 99.5 % healthy quantile of
 0.56; as a profile it scores 0.72 against 0.67). Which features moved is
 kept beside the score (``deviations``) for diagnosis.
 
-Scoring is batch-first: sklearn's IsolationForest costs about 3.5 ms per
-call whatever the batch size (measured here), so never score one window per call.
+Scoring is batch-first and goes through ``FlatForest`` (models/isolation.py),
+which gives scikit-learn's scores without its per-tree cost per call.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from vigil.models.features import LOG_SCALE_FEATURES
+from vigil.models.isolation import FlatForest
 
 MAD_TO_SD = 1.4826
 LOG_SCALE_FLOOR = 0.05  # log10 units: a 12 % spread at least
@@ -138,7 +139,14 @@ class EdgeScorer:
         Z = np.asarray(Z, dtype=np.float64)
         if len(Z) == 0:
             return np.zeros(0)
-        return -self.forest_.score_samples(Z)
+        flat = self.__dict__.get("_flat")
+        if flat is None:
+            flat = self._flat = FlatForest.from_forest(self.forest_)
+        return -flat.score_samples(Z, self.forest_)
+
+    def __getstate__(self) -> dict:
+        # the flat copy is rebuilt on first use: artifacts, and their sha256, stay as before
+        return {k: v for k, v in self.__dict__.items() if k != "_flat"}
 
 
 @dataclass
