@@ -32,7 +32,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def run(settings, n_workers: int, expected_scores: int, log_dir: Path) -> dict[str, float]:
-    from vigil.streams.devtools.broker import free_port
+    from vigil.streams.devtools.noida import free_port
 
     env = {**os.environ, **replace(settings, session_timeout_s=10.0, heartbeat_interval_s=1.0).to_env()}
     ports = [free_port() for _ in range(n_workers)]
@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from vigil.models.simulate import FleetSimulator, make_fleet
-    from vigil.streams.devtools.broker import EmbeddedBroker
+    from vigil.streams.devtools.broker import start_dev_broker
     from vigil.streams.devtools.producer import RecordProducer, publish_simulation
     from vigil.streams.pumps.training import train_pumps_simulated
     from vigil.streams.runtime.codec import AvroCodec
@@ -89,8 +89,10 @@ def main() -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vigil-bench-")))
         settings = Settings.from_env()
         if settings.broker_hosts is None:
-            broker = stack.enter_context(EmbeddedBroker(data_dir=tmp / "broker"))
+            broker, choice = start_dev_broker(data_dir=tmp / "broker")
+            stack.callback(broker.close)
             settings = settings.with_broker(broker.bootstrap)
+            results["broker"] = choice.name
         settings = replace(settings, models_dir=tmp / "models", partitions=8, retention_ms=3_600_000)
         train_pumps_simulated(settings, pumps=8, windows=80)
         for n in args.workers:
@@ -101,10 +103,11 @@ def main() -> None:
             records = stats["vibration"] + stats["process"]
             timing = run(run_settings, n, expected_scores=records, log_dir=tmp)
             results[n] = {"records": records, "seconds": round(timing["seconds"], 2), "records_per_s": round(records / timing["seconds"])}
+    broker_name = results.pop("broker", "external")
     base = results[args.workers[0]]["records_per_s"]
     for r in results.values():
         r["ratio_to_first"] = round(r["records_per_s"] / base, 2)
-    out = {"pumps": args.pumps, "steps": args.steps, "chunk": "1 s at 5120 Hz + 1 process sample", "cores": os.cpu_count(), "workers": results}
+    out = {"broker": broker_name, "pumps": args.pumps, "steps": args.steps, "chunk": "1 s at 5120 Hz + 1 process sample", "cores": os.cpu_count(), "workers": results}
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))
 
 

@@ -69,7 +69,7 @@ def tail_alerts(
     that is not an Alert is reported to ``on_undecodable`` with its offset and skipped."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer(settings.reader_config(f"{settings.app_id}-alerts-tail-{time.time_ns()}", from_beginning=from_beginning))
+    consumer = Consumer(settings.reader_config(f"{settings.group_id}-alerts-tail-{time.time_ns()}", from_beginning=from_beginning))
     consumer.subscribe([settings.topic(ALERTS)])
     seen = 0
     idle_since = time.monotonic()

@@ -209,6 +209,10 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _cpu_seconds_of(pids: list[int]) -> float:
+    return sum(_cpu_seconds(pid) or 0.0 for pid in pids)
+
+
 def _get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -234,7 +238,8 @@ def _caught_up(watcher: DemoWatcher, expected_windows: int, samples: dict[str, f
 
 
 def run_demo(options: DemoOptions) -> int:
-    from vigil.streams.devtools.broker import EmbeddedBroker, free_port
+    from vigil.streams.devtools.broker import start_dev_broker
+    from vigil.streams.devtools.noida import free_port
     from vigil.streams.devtools.producer import RecordProducer, publish_steps
     from vigil.streams.runtime.codec import codec_from_settings
     from vigil.streams.runtime.topics import ensure_topics
@@ -246,12 +251,19 @@ def run_demo(options: DemoOptions) -> int:
     workdir = Path(".vigil") / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
+        broker_pids: list[int] = []
         if settings.broker_hosts is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="vigil-demo-"))
-            broker = stack.enter_context(EmbeddedBroker(data_dir=Path(tmp) / "broker"))
+            with console.status("starting the development broker ..."):
+                broker, choice = start_dev_broker(data_dir=Path(tmp) / "broker",
+                                                  notify=lambda line: console.print(f"[yellow]{line}[/yellow]", soft_wrap=True))
+            stack.callback(broker.close)
+            broker_name = choice.name
+            broker_pids = [pid for pid in getattr(broker, "pids", [getattr(broker, "pid", None)]) if pid]
             settings = settings.with_broker(broker.bootstrap)
-            console.print(f"embedded broker on [bold]{broker.bootstrap}[/bold] (set VIGIL_BROKER to use your own Kafka)")
+            console.print(f"{broker_name} on [bold]{broker.bootstrap}[/bold] (set VIGIL_BROKER to use your own Kafka)")
         else:
+            broker_name = "external"
             run = time.strftime("%Y%m%d%H%M%S")
             settings = replace(settings, app_id=f"vigil-demo-{run}", topic_prefix=f"{settings.topic_prefix}demo-{run}.")
             console.print(f"using Kafka at {settings.bootstrap_servers}, topics prefixed {settings.topic_prefix}")
@@ -280,6 +292,7 @@ def run_demo(options: DemoOptions) -> int:
         watcher = DemoWatcher(settings, codec, extra=falls.watcher.handlers() if falls is not None else {}).start()
         stack.callback(watcher.stop)
         producer = RecordProducer(settings, codec)
+        broker_cpu_start, cascade_started = _cpu_seconds_of(broker_pids), time.monotonic()
         publish_s = options.publish_seconds or options.publish_share * (deadline - time.monotonic())
         rate = source.total_records / max(5.0, publish_s)
         if falls is not None:
@@ -330,6 +343,8 @@ def run_demo(options: DemoOptions) -> int:
             console.print(f"[red]the demo stopped early: {watcher.error or f'worker exited with {worker.returncode}'}; see {log_path}[/red]")
             return 1
         cpu_s = _cpu_seconds(worker.pid)
+        cascade_s = time.monotonic() - cascade_started
+        broker_cpu_s = _cpu_seconds_of(broker_pids) - broker_cpu_start if broker_pids else None
         trends = {a.asset_id: _trend_or_none(f"{web}/pumps/{a.asset_id}/trend") for a in source.assets}
         watcher.stop()
         if falls is not None:
@@ -338,6 +353,9 @@ def run_demo(options: DemoOptions) -> int:
     latency_ms = watcher.latency_ms()
     summary = summarize(options, source, stats, watcher, trends, latency_ms, complete=complete,
                         elapsed_s=time.monotonic() - started, worker_cpu_s=cpu_s)
+    summary["broker"] = broker_name
+    # Share of one core the broker used while records flowed (publishing until caught up).
+    summary["broker_cpu_share"] = round(broker_cpu_s / cascade_s, 3) if broker_cpu_s is not None and cascade_s > 0 else None
     fall_latency_ms = falls.watcher.latency_ms() if falls is not None else {}
     if falls is not None:
         summary["falls"] = {**falls.summary(), "latency": {stage: _percentiles(s) for stage, s in fall_latency_ms.items()}}
@@ -548,7 +566,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{summary['records_published']} records published ({summary['malformed_injected']} malformed, {summary['duplicates_injected']} re-sent); "
         f"dead letters: {', '.join(f'{r} {n}' for r, n in sorted(summary['dead_letters'].items())) or 'none'}; "
         f"throughput {t['raw_records_per_s']} raw records/s, {t['raw_records_per_worker_cpu_s']} per worker CPU-second; "
-        f"{summary['elapsed_s']} s in all"
+        f"{summary['elapsed_s']} s in all; broker {summary['broker']}"
+        + (f" used {summary['broker_cpu_share']:.0%} of a core" if summary.get("broker_cpu_share") is not None else "")
     )
     if "falls" in summary:
         f = summary["falls"]

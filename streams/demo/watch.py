@@ -84,7 +84,7 @@ class DemoWatcher:
     def _run(self) -> None:
         from confluent_kafka import Consumer
 
-        consumer = Consumer(self.settings.reader_config(f"{self.settings.app_id}-demo-watcher-{time.time_ns()}"))
+        consumer = Consumer(self.settings.reader_config(f"{self.settings.group_id}-demo-watcher-{time.time_ns()}"))
         handlers = {
             self.settings.topic(PUMP_FEATURES): self._features,
             self.settings.topic(PUMP_SCORES_EDGE): self._edge,

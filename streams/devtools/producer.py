@@ -1,6 +1,8 @@
 """Publishing raw records with confluent-kafka, Avro-encoded, keyed by asset (pump or wearer) id."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 from typing import Any, Iterable
@@ -16,42 +18,128 @@ class DeliveryFailed(RuntimeError):
     pass
 
 
+# A producer that hits fatal errors again and again is not riding out a restart: stop and say so.
+MAX_PRODUCER_RECREATIONS = 5
+
+
 class RecordProducer:
     """Idempotent producer (acks=all, no reordering on retry): an asset's records stay in seq order.
 
     Keys are partitioned with murmur2, as Java clients and the workers (aiokafka) do, so a
     wearer's answers land on the partition number of the suspected falls they answer.
+
+    It rides out a broker restart or a leader change: librdkafka retries each record for up to
+    ``message.timeout.ms`` (5 minutes). A restarted broker that lost the producer's sequence state
+    makes librdkafka raise a fatal idempotence error (e.g. out of order sequence number), after
+    which that producer instance can send nothing more; librdkafka's documentation says to
+    recreate it. So the records not yet acknowledged are kept, and on a fatal error the producer
+    is recreated and they are sent again, in their order (a record the broker had written without
+    the acknowledgement arriving is then written twice: at-least-once, and every stage skips a
+    repeated (asset, seq)). After ``MAX_PRODUCER_RECREATIONS`` it stops with DeliveryFailed,
+    saying how many records were delivered and how many were not.
     """
 
     def __init__(self, settings: Settings, codec: AvroCodec, **config: Any) -> None:
-        from confluent_kafka import Producer
-
         self.settings = settings
         self.codec = codec
-        self.producer = Producer(
-            settings.confluent_config(
-                **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "none",
-                   # a broker closing idle connections is routine, not worth a log line
-                   "log.connection.close": False, "partitioner": "murmur2_random", **config}
-            )
+        self.config = settings.confluent_config(
+            **{"enable.idempotence": True, "acks": "all", "linger.ms": 20, "compression.type": "none",
+               # retry a record through a broker restart or a leader election, not just a blip
+               "message.timeout.ms": 300_000, "retry.backoff.ms": 200,
+               # a broker closing idle connections is routine, not worth a log line
+               "log.connection.close": False, "partitioner": "murmur2_random", **config}
         )
         self.delivered = 0
         self.failed: list[str] = []
+        self.recreated = 0
+        self.handed = 0  # records handed to librdkafka
+        # Records handed over and not acknowledged yet, by id, in the order they were produced.
+        self._unacked: dict[int, tuple[str, bytes | None, bytes]] = {}
+        self._fatal: Any = None  # the fatal KafkaError, until the producer is recreated
+        self._generation = 0
+        self.producer = self._new_producer()
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
+    def _new_producer(self) -> Any:
+        from confluent_kafka import Producer
+
+        self._generation += 1
+        return Producer({**self.config, "error_cb": self._on_error})
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self._fatal = self._fatal or err
+        else:  # brokers down, connections refused: librdkafka retries on its own
+            logger.debug("producer error", extra={"error": str(err)})
+
+    def _on_delivery(self, generation: int, record_id: int, err: Any, msg: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err is None:
+            if self._unacked.pop(record_id, None) is not None:  # a record resent may be acknowledged twice: count it once
+                self.delivered += 1
+        elif generation != self._generation:
+            pass  # purged with a producer that was replaced: the record was sent again
+        elif err.fatal() or err.code() in (KafkaError._FATAL, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.UNKNOWN_PRODUCER_ID,
+                                           KafkaError.INVALID_PRODUCER_EPOCH):
+            self._fatal = self._fatal or err  # the producer's idempotence state is broken: recreate it, keep the record
+        elif self._unacked.pop(record_id, None) is not None:
             self.failed.append(f"{msg.topic()}: {err}")
-        else:
-            self.delivered += 1
+
+    def _produce(self, record_id: int, topic: str, key: bytes | None, value: bytes) -> bool:
+        """Hand one record to the current producer; False when that producer turned out to be in a fatal state."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value,
+                                      on_delivery=functools.partial(self._on_delivery, self._generation, record_id))
+                return True
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full (the broker may be restarting): let deliveries drain
+                if self._fatal is not None:
+                    return False
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    self._fatal = self._fatal or err
+                    return False
+                # This record cannot be sent (e.g. larger than message.max.bytes); the others can.
+                self._unacked.pop(record_id, None)
+                self.failed.append(f"{topic}: {err}")
+                return True
+
+    def _recover(self) -> None:
+        """Replace a producer in a fatal state and hand the new one every record not acknowledged yet, in order."""
+        while self._fatal is not None:
+            fatal = self._fatal
+            if self.recreated >= MAX_PRODUCER_RECREATIONS:
+                raise DeliveryFailed(self._summary(f"the producer failed fatally {self.recreated + 1} times, last: {fatal}"))
+            logger.warning("producer hit a fatal error; recreating it and sending the unacknowledged records again",
+                           extra={"error": str(fatal), "unacknowledged": len(self._unacked), "delivered": self.delivered})
+            with contextlib.suppress(Exception):
+                self.producer.purge()  # fail its queued records now rather than when it is destroyed
+                self.producer.poll(0)
+            self.producer = self._new_producer()  # a new generation: reports from the old one no longer count failures
+            self._fatal = None
+            self.recreated += 1
+            for record_id, (topic, key, value) in list(self._unacked.items()):
+                if record_id in self._unacked and not self._produce(record_id, topic, key, value):
+                    break  # fatal again: start over with another producer
+
+    def unacknowledged(self) -> list[int]:
+        """Ids of the records handed over and not acknowledged yet (a record's id: how many were handed before it)."""
+        return list(self._unacked.copy())
+
+    def _summary(self, why: str) -> str:
+        return f"{self.delivered} of {self.handed} records delivered, {self.handed - self.delivered} not: {why}"
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Publish bytes as they are (``topic`` without the prefix)."""
-        while True:
-            try:
-                self.producer.produce(self.settings.topic(topic), key=key, value=value, on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                self.producer.poll(0.05)  # local queue full: let deliveries drain
+        record_id, full_topic = self.handed, self.settings.topic(topic)
+        self.handed += 1
+        self._unacked[record_id] = (full_topic, key, value)
+        if self._fatal is not None or not self._produce(record_id, full_topic, key, value):
+            self._recover()  # sends this record too: it is unacknowledged
         self.producer.poll(0)
 
     def send(self, kind: str, key: str, value: dict[str, Any]) -> None:
@@ -61,13 +149,18 @@ class RecordProducer:
         """Encode ``value`` with the schema ``topic`` carries and publish it (``topic`` without the prefix)."""
         self.send_raw(topic, key.encode(), self.codec.encode(self.settings.topic(topic), SCHEMA_OF_TOPIC[topic], value))
 
-    def flush(self, timeout_s: float = 30.0) -> None:
+    def flush(self, timeout_s: float = 120.0) -> None:
+        """Wait until every record is acknowledged (recreating the producer after a fatal error); raises
+        DeliveryFailed, with how many were delivered and how many not, if some never are."""
         deadline = time.monotonic() + timeout_s
-        while self.producer.flush(0.5) > 0:
+        while self._unacked or len(self.producer) > 0:
+            if self._fatal is not None:
+                self._recover()
+            self.producer.flush(0.5)
             if time.monotonic() > deadline:
-                raise DeliveryFailed(f"{len(self.producer)} records still undelivered after {timeout_s} s")
+                raise DeliveryFailed(self._summary(f"still unacknowledged after {timeout_s:g} s"))
         if self.failed:
-            raise DeliveryFailed(f"{len(self.failed)} records failed, first: {self.failed[0]}")
+            raise DeliveryFailed(self._summary(f"{len(self.failed)} failed, first: {self.failed[0]}"))
 
 
 class Pacer:

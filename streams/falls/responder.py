@@ -61,7 +61,7 @@ class Responder:
         """Answer requests until ``should_stop()``; answers still waiting for their delay are sent first."""
         from confluent_kafka import Consumer
 
-        consumer = Consumer(self.settings.reader_config(f"{self.settings.app_id}-responder", from_beginning=from_beginning))
+        consumer = Consumer(self.settings.reader_config(f"{self.settings.group_id}-responder", from_beginning=from_beginning))
         consumer.subscribe([self.settings.topic(FALL_CONFIRM_REQUEST)])
         try:
             self.answer_until(should_stop, consumer=consumer, on_answer=on_answer)

@@ -14,7 +14,7 @@ from vigil.models.windowing import ChannelBuffer, Window, append_chunk, gap_tole
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.stage import RawMessage, StageResult
 from vigil.streams.runtime.state import pack_state, unpack_state
-from vigil.streams.runtime.validation import Rejection, VibrationLimits, check_vibration
+from vigil.streams.runtime.validation import Rejection, VibrationLimits, check_record_size, check_vibration
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,11 @@ class VibrationStage:
         result: StageResult[VibrationAssetState] = StageResult()
         windows: list[tuple[str, str, Window, AssetConfig]] = []
         for message in messages:
+            # A record longer than any valid chunk is rejected before it costs a decode or any feature work.
+            too_large = check_record_size(message.value, self.limits.max_record_bytes, f"chunk of at most {self.limits.max_samples} samples")
+            if too_large is not None:
+                result.reject(message, too_large)
+                continue
             record = result.decode(self.codec, message, SCHEMA)
             if record is None:
                 continue

@@ -1,7 +1,6 @@
 """The Faust application factory."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -18,38 +17,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-# Shortest interval between two fetches to one broker when the first came back empty.
-MIN_EMPTY_FETCH_INTERVAL_S = 0.02
-
-
-def pace_empty_fetches(fetcher: Any, min_interval_s: float = MIN_EMPTY_FETCH_INTERVAL_S) -> None:
-    """Make an aiokafka Fetcher wait out ``min_interval_s`` after a fetch that returned nothing early.
-
-    A broker is meant to hold an empty fetch for up to the fetch max wait; noida-db
-    answers at once, and aiokafka then fetches again at once: measured, 6,100 empty
-    fetches/s and 86 % of a core for an idle consumer, whatever the max wait. A broker
-    that holds the fetch (Apache Kafka) answers empty only after the max wait (100 ms
-    here), later than this interval, so it never waits.
-    """
-    original = fetcher._proc_fetch_request  # aiokafka internal, looked up per fetch by its routine
-    loop = asyncio.get_running_loop()
-
-    async def paced(assignment: Any, node_id: Any, request: Any) -> Any:
-        started = loop.time()
-        has_data = await original(assignment, node_id, request)
-        if not has_data:
-            remaining = min_interval_s - (loop.time() - started)
-            if remaining > 0:
-                try:
-                    await asyncio.sleep(remaining)
-                except asyncio.CancelledError:
-                    # As aiokafka's own fetch task does: close() cancels and then awaits it.
-                    return False
-        return has_data
-
-    fetcher._proc_fetch_request = paced
-
-
 class _FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     """Faust hard-codes ``fetch_max_wait_ms=1500``; an agent slower than its fetches then
     idles about 1.4 s per ~900 events (measured: 490 events/s instead of ~3,000)."""
@@ -57,13 +24,6 @@ class _FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = self.app.vigil_settings.fetch_max_wait_ms
-        start = consumer.start
-
-        async def start_paced() -> None:
-            await start()
-            pace_empty_fetches(consumer._fetcher)
-
-        consumer.start = start_paced
         return consumer
 
 
@@ -97,7 +57,7 @@ def create_app(
     """
     credentials, ssl_context = settings.faust_credentials()
     app = VigilApp(
-        settings.app_id,
+        settings.group_id,
         broker=settings.broker_urls,
         broker_credentials=credentials,
         ssl_context=ssl_context,
@@ -107,6 +67,11 @@ def create_app(
         # Faust's leader topic is an extra empty subscription we do not use.
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
+        # Faust waits for every event a stream took to be acked before it stops or rebalances, but events
+        # buffered by take_events when the stream stops are never acked: on Apache Kafka a SIGTERMed worker
+        # waited forever ("wait_empty: Waiting for tasks") until killed. Stages are idempotent per
+        # (asset, seq) and commit only what they published, so unacked events are simply read again.
+        stream_wait_empty=False,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=settings.commit_interval_s,

@@ -85,7 +85,11 @@ class Settings:
     topic_prefix: str = ""
     partitions: int = 8
     replication: int = 1
-    retention_ms: int = 7 * 24 * 3600 * 1000
+    # None: 2 with 3 or more replicas (a write survives one broker down), else 1.
+    min_insync_replicas: int | None = None
+    retention_ms: int = 7 * 24 * 3600 * 1000  # derived topics: features, scores, alerts, outcomes, dead letters
+    raw_retention_ms: int = 3 * 24 * 3600 * 1000  # raw waveforms are the bulk of the bytes; 3 days to replay
+    trends_cleanup_policy: str = "delete"  # "compact,delete" keeps only each pump's latest hour once compacted
     schema_registry: str | None = None
     models_dir: Path = Path(".vigil/models")
     assets_file: Path | None = None
@@ -153,6 +157,11 @@ class Settings:
             raise ValueError(f"VIGIL_PARTITIONS must be >= 1, got {self.partitions}")
         if self.replication < 1:
             raise ValueError(f"VIGIL_REPLICATION must be >= 1, got {self.replication}")
+        if self.min_insync_replicas is not None and not 1 <= self.min_insync_replicas <= self.replication:
+            raise ValueError(f"VIGIL_MIN_INSYNC_REPLICAS must be between 1 and VIGIL_REPLICATION ({self.replication}), "
+                             f"got {self.min_insync_replicas}")
+        if self.trends_cleanup_policy not in ("delete", "compact", "compact,delete"):
+            raise ValueError(f"VIGIL_TRENDS_CLEANUP_POLICY must be delete, compact or compact,delete, got {self.trends_cleanup_policy!r}")
         if self.baseline_windows < 2:
             raise ValueError(f"VIGIL_BASELINE_WINDOWS must be >= 2, got {self.baseline_windows}")
         if self.batch_size < 1:
@@ -185,6 +194,17 @@ class Settings:
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def effective_min_insync_replicas(self) -> int:
+        return self.min_insync_replicas if self.min_insync_replicas is not None else (2 if self.replication >= 3 else 1)
+
+    @property
+    def group_id(self) -> str:
+        """The workers' consumer group and Faust app id, under the same prefix as the topics: Faust names its
+        changelog topics after it, so one ``VIGIL_TOPIC_PREFIX`` keeps two deployments on a shared cluster
+        apart in topics, groups and state alike."""
+        return f"{self.topic_prefix}{self.app_id}"
 
     def confluent_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration for confluent-kafka clients, security included."""

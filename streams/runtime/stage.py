@@ -8,6 +8,7 @@ published).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -89,7 +90,8 @@ class StageResult(Generic[S]):
 
 
 def dead_letter(message: RawMessage, rejection: Rejection) -> dict[str, Any]:
-    """A DeadLetter record (schemas/common/DeadLetter.v1.avsc) for a rejected message."""
+    """A DeadLetter record (schemas/common/DeadLetter.v2.avsc) for a rejected message."""
+    original = message.value if message.value is not None else b""
     return {
         "source_topic": message.topic,
         "partition": message.partition,
@@ -97,9 +99,33 @@ def dead_letter(message: RawMessage, rejection: Rejection) -> dict[str, Any]:
         "key": message.key,
         "reason": rejection.reason,
         "detail": rejection.detail,
-        "original": message.value if message.value is not None else b"",
+        "original": original,
         "asset_id": rejection.asset_id,
         "ts_ms": int(time.time() * 1000),
+        # Size and hash of the whole original, so a truncated one can still be matched with its source record.
+        "original_size": len(original),
+        "original_sha256": hashlib.sha256(original).hexdigest(),
+        "original_truncated": False,
+    }
+
+
+# What a dead letter keeps of an original too large to publish whole: enough for the framing,
+# the schema id and the identity fields (they come first in every vigil schema).
+TRUNCATED_ORIGINAL_BYTES = 64 * 1024
+
+
+def truncated_dead_letter(letter: dict[str, Any], why: str, keep_bytes: int = TRUNCATED_ORIGINAL_BYTES) -> dict[str, Any]:
+    """``letter`` with only the first ``keep_bytes`` of its original; size and sha256 stay those of the whole."""
+    original = letter["original"]
+    size = letter.get("original_size")
+    size = len(original) if size is None else size
+    return {
+        **letter,
+        "original": original[:keep_bytes],
+        "original_size": size,
+        "original_sha256": letter.get("original_sha256") or hashlib.sha256(original).hexdigest(),
+        "original_truncated": True,
+        "detail": f"{letter['detail']} [original truncated to {min(keep_bytes, len(original))} of {size} bytes: {why}]"[:4000],
     }
 
 

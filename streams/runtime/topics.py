@@ -7,8 +7,9 @@ records land on one partition, in order. Topic names are fixed by the design bri
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from vigil.streams.runtime.settings import Settings
 
@@ -67,8 +68,62 @@ SCHEMA_OF_TOPIC = {spec.name: spec.schema for spec in ALL_TOPICS}
 RAW_TOPIC_OF_KIND = {"vibration": PUMP_VIBRATION_RAW, "process": PUMP_PROCESS_RAW}
 
 
+RAW_TOPICS = frozenset({PUMP_VIBRATION_RAW, PUMP_PROCESS_RAW, WEARABLE_IMU_RAW})
+
+
 def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
-    return {"cleanup.policy": "delete", "retention.ms": str(settings.retention_ms), **spec.config}
+    """The configs vigil wants on a topic: retention (raw topics keep less), cleanup policy, min in-sync replicas."""
+    retention = settings.raw_retention_ms if spec.name in RAW_TOPICS else settings.retention_ms
+    policy = settings.trends_cleanup_policy if spec.name == PUMP_TRENDS else "delete"
+    return {"cleanup.policy": policy, "retention.ms": str(retention),
+            "min.insync.replicas": str(settings.effective_min_insync_replicas), **spec.config}
+
+
+def changelog_configs(settings: Settings) -> dict[str, str]:
+    """Extra configs of the workers' changelog topics (Faust makes them compacted): the same durability."""
+    return {"min.insync.replicas": str(settings.effective_min_insync_replicas)}
+
+
+@dataclass(frozen=True)
+class TopicDrift:
+    topic: str
+    setting: str  # "exists", "partitions", "replication" or a config name
+    wanted: str
+    actual: str
+
+
+def check_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, timeout_s: float = 30.0) -> list[TopicDrift]:
+    """Where the cluster differs from the settings: missing topics, partition counts, replication, configs.
+
+    Partition counts and replication are reported, never changed here: moving keys between
+    partitions or replicas of a live topic is an operator's decision.
+    """
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient(settings.confluent_config())
+    metadata = admin.list_topics(timeout=timeout_s).topics
+    drift: list[TopicDrift] = []
+    present = []
+    for spec in specs:
+        name = settings.topic(spec.name)
+        topic = metadata.get(name)
+        if topic is None:
+            drift.append(TopicDrift(name, "exists", "yes", "no"))
+            continue
+        present.append((spec, name))
+        if len(topic.partitions) != settings.partitions:
+            drift.append(TopicDrift(name, "partitions", str(settings.partitions), str(len(topic.partitions))))
+        replicas = {len(p.replicas) for p in topic.partitions.values()}
+        if replicas != {settings.replication}:
+            drift.append(TopicDrift(name, "replication", str(settings.replication), ",".join(map(str, sorted(replicas)))))
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for _, name in present]
+    described = admin.describe_configs(resources, request_timeout=timeout_s) if resources else {}
+    for (spec, name), resource in zip(present, resources):
+        actual = {key: entry.value for key, entry in described[resource].result(timeout=timeout_s).items()}
+        for key, wanted in topic_configs(spec, settings).items():
+            if actual.get(key) != wanted:
+                drift.append(TopicDrift(name, key, wanted, str(actual.get(key))))
+    return drift
 
 
 def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, timeout_s: float = 30.0) -> list[str]:
@@ -98,5 +153,17 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, t
             if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue  # another worker won the race
             raise
+    _wait_until_listed(admin, created, timeout_s)
     logger.info("created topics", extra={"topics": created})
     return created
+
+
+def _wait_until_listed(admin: Any, names: list[str], timeout_s: float) -> None:
+    """A created topic reaches every broker's metadata a moment later (measured on a three-node cluster: the
+    next metadata request missed all 15); wait for it, so a client started right after finds its topics."""
+    deadline = time.monotonic() + timeout_s
+    missing = set(names)
+    while missing and time.monotonic() < deadline:
+        missing -= set(admin.list_topics(timeout=timeout_s).topics)
+        if missing:
+            time.sleep(0.1)

@@ -56,6 +56,19 @@ class VibrationLimits:
     max_samples: int = 240_000
     max_fs_hz: float = 1_000_000.0
     max_rpm: float = 100_000.0
+    # Room for a chunk's other fields (framing, ids, times, rates) beside its samples.
+    record_overhead_bytes: int = 4096
+
+    @property
+    def max_record_bytes(self) -> int:
+        return 4 * self.max_samples + self.record_overhead_bytes
+
+
+def check_record_size(value: bytes | None, max_bytes: int, what: str) -> Rejection | None:
+    """``oversized`` for a raw record longer than any valid one, checked before it is even decoded."""
+    if value is not None and len(value) > max_bytes:
+        return Rejection("oversized", f"{len(value)} bytes, more than the {max_bytes} a {what} can take")
+    return None
 
 
 @dataclass(frozen=True)
@@ -77,10 +90,21 @@ class ProcessLimits:
 
 
 def check_identity(record: Mapping[str, Any], key: bytes | None, id_field: str = "asset_id", ts_field: str = "ts_ms") -> Rejection | None:
+    """The record names its asset and its Kafka key is exactly that id.
+
+    One rule for every key that is not the id, null and empty included: partitioning by
+    key is what keeps an asset's records in order on one partition, and a null key is
+    spread over partitions by the producer, so its record can overtake or be overtaken
+    by the asset's keyed ones.
+    """
     asset_id = record[id_field]
     if not asset_id:
         return Rejection("empty", f"{id_field} is empty")
-    if key is not None and key != asset_id.encode():
+    if key is None:
+        return Rejection("key_mismatch", f"Kafka key is null, not the {id_field}", asset_id)
+    if not key:
+        return Rejection("key_mismatch", f"Kafka key is empty, not the {id_field}", asset_id)
+    if key != asset_id.encode():
         return Rejection("key_mismatch", f"Kafka key {key[:64]!r} is not the {id_field}", asset_id)
     if "seq" in record and record["seq"] < 0:
         return Rejection("out_of_range", f"seq {record['seq']} is negative", asset_id)

@@ -102,3 +102,14 @@ def test_a_chunk_from_the_past_and_a_foreign_key_are_dead_lettered(stage, imu_re
     messages.append(messages[0].__class__(TOPIC, 0, 9, b"someone-else", messages[1].value))
     result = stage.process(messages, {})
     assert [d["reason"] for d in result.dead_letters] == ["timestamp_backwards", "key_mismatch"]
+
+
+@pytest.mark.parametrize("key, says", [(None, "null"), (b"", "empty")])
+def test_a_null_or_empty_key_is_a_key_mismatch(stage, imu_records, to_messages, key, says):
+    records = imu_records(still(2.0, LYING, np.random.default_rng(8)))
+    messages = to_messages(records, TOPIC)
+    messages[1] = messages[1].__class__(TOPIC, 0, 1, key, messages[1].value)
+    result = stage.process(messages, {})
+    assert [(d["reason"], d["key"], d["asset_id"]) for d in result.dead_letters] == [("key_mismatch", key, "w-1")]
+    assert f"Kafka key is {says}" in result.dead_letters[0]["detail"]
+    assert result.state_updates["w-1"].last_seq == records[0]["seq"]

@@ -82,3 +82,15 @@ def test_a_trailing_mean_window_averages_the_last_samples_across_batches(codec, 
     assert [o["first_input_seq"] for o in outputs] == [0, 0, 0, 1, 2]
     assert [o["last_input_seq"] for o in outputs] == [0, 1, 2, 3, 4]
     assert outputs[1]["features"]["current_a"] == pytest.approx(10.0)  # a missing reading is left out of the mean
+
+
+@pytest.mark.parametrize("key, says", [(None, "null"), (b"", "empty")])
+def test_a_null_or_empty_key_is_a_key_mismatch(codec, as_messages, key, says):
+    from vigil.streams.runtime.stage import RawMessage
+
+    messages = as_messages([sample(0), sample(1)], topic=TOPIC, schema=SCHEMA)
+    messages[1] = RawMessage(TOPIC, 0, 1, key, messages[1].value)
+    result = ProcessStage(codec).process(messages, {})
+    assert [(d["reason"], d["key"]) for d in result.dead_letters] == [("key_mismatch", key)]
+    assert f"Kafka key is {says}" in result.dead_letters[0]["detail"]
+    assert [o["last_input_seq"] for o in result.outputs] == [0]

@@ -134,3 +134,14 @@ def test_a_record_the_stage_raises_on_is_dead_lettered_and_the_rest_goes_on(stag
     assert "bug on seq 2" in result.dead_letters[0]["detail"]
     assert [o["seq"] for o in result.outputs] == [0, 1, 2] and seen == [2]  # seq 3 makes window 2
     assert result.state_updates["pump-1"].last_seq == 3
+
+
+@pytest.mark.parametrize("key, says", [(None, "null"), (b"", "empty")])
+def test_a_null_or_empty_key_is_a_key_mismatch_like_any_other_key(stage, chunk, as_messages, key, says):
+    # The key must be the asset id: a null key would be spread over partitions, out of the asset's order.
+    good = as_messages([chunk(0)])
+    unkeyed = [RawMessage(m.topic, m.partition, m.offset, key, m.value) for m in as_messages([chunk(1), chunk(2)], start=1)]
+    result, state = run(stage, good + unkeyed)
+    assert [(d["reason"], d["key"], d["offset"]) for d in result.dead_letters] == [("key_mismatch", key, 1), ("key_mismatch", key, 2)]
+    assert all(f"Kafka key is {says}" in d["detail"] and d["asset_id"] == "pump-1" for d in result.dead_letters)
+    assert [o["seq"] for o in result.outputs] == [0] and state["pump-1"].last_seq == 0

@@ -1,48 +1,3 @@
-import asyncio
-import time
-
-from vigil.streams.runtime.app import pace_empty_fetches
-
-
-class FetcherAnsweringAtOnce:
-    """Stands in for aiokafka's Fetcher: only the method pace_empty_fetches wraps."""
-
-    def __init__(self, has_data: bool) -> None:
-        self.has_data = has_data
-
-    async def _proc_fetch_request(self, assignment, node_id, request) -> bool:
-        return self.has_data
-
-
-def paced_call_seconds(has_data: bool, interval_s: float) -> tuple[bool, float]:
-    async def run() -> tuple[bool, float]:
-        fetcher = FetcherAnsweringAtOnce(has_data)
-        pace_empty_fetches(fetcher, interval_s)
-        started = time.perf_counter()
-        result = await fetcher._proc_fetch_request(None, 0, None)
-        return result, time.perf_counter() - started
-
-    return asyncio.run(run())
-
-
-def test_an_early_empty_fetch_waits_out_the_interval_and_data_does_not_wait():
-    assert paced_call_seconds(False, 0.2)[0] is False and paced_call_seconds(False, 0.2)[1] >= 0.19
-    assert paced_call_seconds(True, 0.2)[0] is True and paced_call_seconds(True, 0.2)[1] < 0.05
-
-
-def test_a_cancelled_wait_returns_like_aiokafkas_own_fetch_task():
-    # aiokafka's Fetcher.close() cancels its fetch tasks and then awaits them: raising there hung worker shutdown.
-    async def run() -> bool:
-        fetcher = FetcherAnsweringAtOnce(False)
-        pace_empty_fetches(fetcher, 5.0)
-        task = asyncio.ensure_future(fetcher._proc_fetch_request(None, 0, None))
-        await asyncio.sleep(0.05)
-        task.cancel()
-        return await task
-
-    assert asyncio.run(run()) is False
-
-
 def agent_names(app) -> set[str]:
     return {agent.name for agent in app.agents.values()}
 
@@ -66,3 +21,20 @@ def test_a_worker_runs_the_fall_topology_only_with_an_active_fall_model(models_d
     assert fall_stages <= agent_names(create_app(replace(settings, app_id="both")))
     # Workers screen with the configuration the model was trained behind.
     assert load_fall_model(settings.models_dir).screen == ScreenConfig(peak_g=2.5)
+
+
+def test_one_prefix_namespaces_the_group_the_changelogs_and_the_topics(models_dir):
+    from dataclasses import replace
+
+    from vigil.streams.runtime.app import create_app
+    from vigil.streams.runtime.settings import Settings
+
+    base = replace(Settings.from_env({}), broker_hosts=("127.0.0.1:9",), models_dir=models_dir)
+    site_a = create_app(replace(base, topic_prefix="site-a."), fall_model=False)
+    site_b = create_app(replace(base, topic_prefix="site-b."), fall_model=False)
+    assert (site_a.conf.id, site_b.conf.id) == ("site-a.vigil", "site-b.vigil")  # the consumer group
+    changelogs_a = {table.changelog_topic.get_topic_name() for table in site_a.tables.values()}
+    assert changelogs_a and all(name.startswith("site-a.vigil-") for name in changelogs_a)
+    assert changelogs_a.isdisjoint(table.changelog_topic.get_topic_name() for table in site_b.tables.values())
+    inputs_a = {topic for agent in site_a.agents.values() for topic in agent.channel.topics}
+    assert inputs_a and all(topic.startswith("site-a.") for topic in inputs_a)
