@@ -227,6 +227,33 @@ def _scrape(web: str) -> dict[str, float] | None:
         return None
 
 
+def _wait_until_worker_joined(settings: Settings, worker: subprocess.Popen[bytes], deadline: float) -> float | None:
+    """Seconds until the worker's consumer group is stable with the raw topics' partitions assigned (None: not by the deadline).
+
+    The fleet starts publishing after this, so the latency figures describe the running stream, not the
+    worker's start-up (imports, joining the group, table recovery: 10-20 s on a loaded 2-core machine).
+    """
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    from vigil.streams.runtime.topics import PUMP_VIBRATION_RAW
+
+    admin = AdminClient(settings.confluent_config(log_level=0))
+    raw = settings.topic(PUMP_VIBRATION_RAW)
+    started = time.monotonic()
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            group = admin.describe_consumer_groups([settings.group_id], request_timeout=5)[settings.group_id].result(timeout=10)
+        except Exception:  # the coordinator is not ready yet: ask again
+            group = None
+        if group is not None and group.state == ConsumerGroupState.STABLE:
+            assigned = {tp.partition for m in group.members for tp in m.assignment.topic_partitions if tp.topic == raw}
+            if len(assigned) == settings.partitions:
+                return time.monotonic() - started
+        time.sleep(0.5)
+    return None
+
+
 def _caught_up(watcher: DemoWatcher, expected_windows: int, samples: dict[str, float]) -> bool:
     """Every window scored by both tiers, and the alert and trend stages have consumed all of it."""
     c = watcher.counts
@@ -291,6 +318,10 @@ def run_demo(options: DemoOptions) -> int:
         falls = FallDemo(options.falls, settings, codec) if options.falls.enabled else None
         watcher = DemoWatcher(settings, codec, extra=falls.watcher.handlers() if falls is not None else {}).start()
         stack.callback(watcher.stop)
+        with console.status("waiting for the worker to join the group ..."):
+            joined_s = _wait_until_worker_joined(settings, worker, deadline)
+        if joined_s is not None:
+            console.print(f"worker joined the group in {joined_s:.1f} s")
         producer = RecordProducer(settings, codec)
         broker_cpu_start, cascade_started = _cpu_seconds_of(broker_pids), time.monotonic()
         publish_s = options.publish_seconds or options.publish_share * (deadline - time.monotonic())
@@ -354,6 +385,7 @@ def run_demo(options: DemoOptions) -> int:
     summary = summarize(options, source, stats, watcher, trends, latency_ms, complete=complete,
                         elapsed_s=time.monotonic() - started, worker_cpu_s=cpu_s)
     summary["broker"] = broker_name
+    summary["worker_joined_s"] = None if joined_s is None else round(joined_s, 1)
     # Share of one core the broker used while records flowed (publishing until caught up).
     summary["broker_cpu_share"] = round(broker_cpu_s / cascade_s, 3) if broker_cpu_s is not None and cascade_s > 0 else None
     fall_latency_ms = falls.watcher.latency_ms() if falls is not None else {}
