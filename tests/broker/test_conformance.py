@@ -187,9 +187,6 @@ def stateful_settings(broker_settings, models_dir):
     return replace(broker_settings, models_dir=models_dir, baseline_windows=BASELINE_WINDOWS)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "intermittent: failed in a clean-clone CI run on Apache Kafka (2026-12-05); the reader stops at 80 records, so a "
-    "window written twice (the changelog trails the outputs, see tests/broker/test_worker_crash.py) hides a missing one"))
 def test_table_state_recovers_across_a_graceful_restart(stateful_settings, start_worker):
     """Pending samples and the de-duplication state survive a worker restart (changelog recovery)."""
     settings, codec = stateful_settings, AvroCodec()
