@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
@@ -47,6 +46,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from vigil.streams.devtools.noida import die_with_parent
+
 logger = logging.getLogger(__name__)
 
 #: Newest Kafka 4.x Maven Central served when this was written (checked with ``mvn``).
@@ -58,7 +59,6 @@ CACHE_ENV = "VIGIL_KAFKA_CACHE"
 MARKER_NAME = "vigil-resolved.json"
 STATE_NAME = "vigil-kafka.json"
 TMP_PREFIX = "vigil-kafka-"
-PR_SET_PDEATHSIG = 1
 
 #: JVM flags for a node on a small (2-core) machine, chosen by measurement
 #: (Kafka 4.4.0, Java 17, one node, 384 MB heap, busy 2-core host):
@@ -317,7 +317,7 @@ def resolve_kafka(
                 proc = subprocess.run(
                     cmd, capture_output=True, text=True, env=env, timeout=timeout_s,
                     stdin=subprocess.DEVNULL, cwd=str(root),
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                    preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
                 )
             except subprocess.TimeoutExpired as exc:
                 out = (exc.stdout or "") if isinstance(exc.stdout, str) else ""
@@ -353,14 +353,6 @@ def resolve_kafka(
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the node gets SIGKILL if the thread that started it dies, so no orphan outlives a crash."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _free_ports(count: int, host: str) -> list[int]:
@@ -771,7 +763,7 @@ class KafkaCluster:
                     self._java_cmd(i, "kafka.tools.StorageTool")
                     + ["format", "--config", str(props), "--cluster-id", self.cluster_id],
                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                    preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
                 )))
             finally:
                 out.close()
@@ -823,7 +815,7 @@ class KafkaCluster:
                 self._java_cmd(i, "kafka.Kafka") + [str(self.node_dir(i) / "server.properties")],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the nodes in order
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         finally:
             out.close()

@@ -51,8 +51,8 @@ def broker_binary() -> Path:
     return path
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the broker gets SIGKILL if the process that started it dies, so no orphan outlives a crash."""
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: a broker process gets SIGKILL if the thread that started it dies, so no orphan outlives a crash."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
@@ -129,7 +129,7 @@ class EmbeddedBroker:
         try:
             self.process = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
             )
         finally:
             log.close()
