@@ -37,7 +37,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -809,41 +808,10 @@ def failure_report(result: dict[str, Any], examples: int = 6) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-@dataclass
-class _Worker:
-    process: subprocess.Popen[bytes]
-    web_port: int
-    log_path: Path
+def _launcher(log_dir: Path) -> Callable[[Any], Any]:
+    from vigil.streams.devtools.worker_process import launch_worker
 
-    def metrics(self) -> dict[str, float]:
-        from vigil.streams.runtime.metrics import scrape_metrics
-
-        return scrape_metrics(f"http://127.0.0.1:{self.web_port}/metrics")
-
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
-
-
-def _launcher(log_dir: Path) -> Callable[[Any], _Worker]:
-    from vigil.streams.devtools.noida import free_port
-
-    def launch(settings: Any) -> _Worker:
-        port = free_port()
-        log_path = log_dir / "worker.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "vigil", "worker", "--web-port", str(port), "--loglevel", "info"],
-                                       env={**os.environ, **settings.to_env()}, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
-        return _Worker(process, port, log_path)
-
-    return launch
+    return lambda settings: launch_worker(settings, log_dir / "worker.log")
 
 
 _COLUMNS = (  # (header, key, legend)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -32,13 +30,11 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def run(settings, n_workers: int, expected_scores: int, log_dir: Path) -> dict[str, float]:
-    from vigil.streams.devtools.noida import free_port
+    from vigil.streams.devtools.worker_process import launch_worker
 
-    env = {**os.environ, **replace(settings, session_timeout_s=10.0, heartbeat_interval_s=1.0).to_env()}
-    ports = [free_port() for _ in range(n_workers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "vigil", "worker", "--web-port", str(p), "--loglevel", "warning"],
-                              env=env, stdout=open(log_dir / f"worker-{n_workers}-{i}.log", "wb"), stderr=subprocess.STDOUT)
-             for i, p in enumerate(ports)]
+    settings = replace(settings, session_timeout_s=10.0, heartbeat_interval_s=1.0)
+    workers = [launch_worker(settings, log_dir / f"worker-{n_workers}-{i}.log", loglevel="warning") for i in range(n_workers)]
+    ports = [w.web_port for w in workers]
     try:
         first = last = None
         deadline = time.monotonic() + 600
@@ -62,10 +58,8 @@ def run(settings, n_workers: int, expected_scores: int, log_dir: Path) -> dict[s
             raise RuntimeError(f"workers did not finish: see {log_dir}")
         return {"seconds": last - first}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
+        for w in workers:
+            w.stop(timeout_s=60)
 
 
 def main() -> None:

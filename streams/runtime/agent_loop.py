@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from vigil.streams.runtime import metrics
 from vigil.streams.runtime.delivery import OffsetContinuity
+from vigil.streams.runtime.replay_fence import DEFAULT_MARGIN_S, PartitionsFenced, ReplayFence, read_published, scan_start_ms
 from vigil.streams.runtime.stage import (
     TRUNCATED_ORIGINAL_BYTES,
     RawMessage,
@@ -86,10 +87,16 @@ def register_stage_agent(
     batch's state to writing it back, for stages whose state something else (a timer) also
     changes. ``on_written(messages, result)`` is called under that lock once a batch's
     outputs are delivered and its state written.
+
+    On a new consumer generation, before the first batch of each partition it was given, the
+    stage reads its output topics' recent records into a ``ReplayFence``, so outputs that the
+    partition's previous owner published after its last state write are not published twice.
     """
     state = TableState(table, decode_state)
     continuity = OffsetContinuity()
-    publish = StagePublisher(app, name, sink, dead_letters, sinks)
+    fence = ReplayFence()
+    publish = StagePublisher(app, name, sink, dead_letters, sinks, fence=fence)
+    fenced = PartitionsFenced()
 
     def log_processing_error(message: RawMessage, exc: Exception) -> None:
         logger.error("stage raised on a record; dead-lettered", exc_info=exc,
@@ -99,7 +106,7 @@ def register_stage_agent(
         started = time.perf_counter()
         generation = app.consumer_generation_id
         committed = getattr(app.consumer, "_committed_offset", {})  # Faust internal: TP -> committed offset
-        messages, reseek, stale, jumps_before = [], set(), 0, continuity.accepted_jumps
+        messages, reseek, held, stale, jumps_before = [], set(), [], 0, continuity.accepted_jumps
         for e in events:
             m = e.message
             # Events buffered before a rebalance belong to an old generation: Faust seeks back to
@@ -108,14 +115,29 @@ def register_stage_agent(
                 stale += 1
                 continue
             decision = continuity.admit(generation, m.tp, m.offset, committed.get(m.tp))
-            if decision == "reseek":
-                reseek.add(m.tp)
-            elif decision == "process":
+            if decision == "process":
                 messages.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value))
-        for tp in reseek:
-            offset = continuity.next_offset(tp)
-            logger.warning("records skipped by the consumer; seeking back", extra={"stage": name, "partition": str(tp), "offset": offset})
-            await app.consumer.seek(tp, offset)
+            elif decision != "skip":
+                held.append(e)  # beyond a hole: delivered again after the seek, never committed before that
+                if decision == "reseek":
+                    reseek.add(m.tp)
+        leave_unacknowledged(app, held)
+        while continuity.gaps:
+            tp, first, last = continuity.gaps.pop()
+            logger.error("offsets never delivered after re-seeking for the resync timeout; accepted as a gap",
+                         extra={"stage": name, "partition": str(tp), "first": first, "last": last})
+            if hasattr(app.consumer, "add_accepted_gap"):
+                await app.consumer.add_accepted_gap(tp, first, last)
+        if reseek:
+            targets = {tp: continuity.next_offset(tp) for tp in reseek}
+            for tp, offset in targets.items():
+                logger.warning("records skipped by the consumer; seeking back", extra={"stage": name, "partition": str(tp), "offset": offset})
+            await seek_on_consumer_thread(app, targets, name)
+        try:
+            await fence_new_partitions(generation, [e.message for e in events if e.message.generation_id == generation])
+        except PublishAbandoned:
+            leave_unacknowledged(app, events)
+            return
         metrics.STALE_EVENTS.labels(name).inc(stale)
         metrics.RESEEKS.labels(name).inc(len(reseek))
         metrics.OFFSET_JUMPS.labels(name).inc(continuity.accepted_jumps - jumps_before)
@@ -151,6 +173,49 @@ def register_stage_agent(
                        "dead_letters": len(result.dead_letters), "duplicates": result.duplicates},
             )
 
+    async def fence_new_partitions(generation: Any, messages: Sequence[Any]) -> None:
+        if generation != fenced.generation:
+            fence.clear()  # what is still unclaimed is read again for the new assignment
+        first_seen = fenced.first_timestamps(generation, messages)
+        if not first_seen:
+            return
+        settings = getattr(app, "vigil_settings", None)
+        if settings is None:  # an app not built by create_app (unit tests): nothing to read outputs with
+            return
+        since_ms = scan_start_ms(first_seen.values(), DEFAULT_MARGIN_S)
+        topics = publish.output_topics()
+        config = settings.reader_config(f"{settings.group_id}.replay-fence")
+        started, delay_s = time.perf_counter(), 0.5
+        while True:
+            try:
+                records = await asyncio.get_running_loop().run_in_executor(None, read_published, config, topics, since_ms)
+                break
+            except Exception as exc:  # the broker unreachable or slow: publishing would stall on it as well
+                if app.should_stop:
+                    raise PublishAbandoned(f"stage {name}: worker stopping before its outputs could be read") from exc
+                logger.error("could not read the outputs published before the takeover; retrying",
+                             extra={"stage": name, "topics": list(topics), "error": repr(exc), "retry_in_s": delay_s})
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+        if fenced.generation != generation:
+            return  # rebalanced again while reading: the next batch reads for the new assignment
+        fence.add(records)
+        fenced.partitions.update(first_seen)
+        logger.info("recent outputs read for newly assigned partitions (replay fence)", extra={
+            "stage": name, "partitions": sorted(str(tp) for tp in first_seen), "since_ms": since_ms,
+            "records": len(records), "seconds": round(time.perf_counter() - started, 3)})
+
+    async def reseek_open_holes() -> None:
+        targets = dict(continuity.due_reseeks(app.consumer_generation_id))
+        for tp, offset in targets.items():
+            logger.warning("records beyond a hole still arriving or none at all; seeking back again",
+                           extra={"stage": name, "partition": str(tp), "offset": offset})
+        if targets:
+            metrics.RESEEKS.labels(name).inc(len(targets))
+            await seek_on_consumer_thread(app, targets, name)
+
+    app.timer(continuity.reseek_interval_s, traced=False, name=f"{name}.reseek_open_holes")(reseek_open_holes)
+
     async def run_stage(stream: Any) -> None:
         async for events in stream.take_events(batch_size, within=batch_within_s):
             if app.should_stop:
@@ -169,6 +234,20 @@ def register_stage_agent(
 
     run_stage.__name__ = name.replace(".", "_")
     return app.agent(source, name=name)(run_stage)
+
+
+async def seek_on_consumer_thread(app: Any, offsets: Mapping[Any, int], stage: str) -> None:
+    """Seek partitions from the thread that runs the Kafka consumer.
+
+    Faust's ``Consumer.seek`` calls aiokafka from the agent's thread while the consumer thread may be in the
+    middle of handing out fetched records: measured, aiokafka's fetcher raised KeyError on the partition just
+    sought, Faust's fetcher crashed and the worker stopped. ``seek_wait`` runs the seek on the consumer thread.
+    A partition revoked meanwhile makes it fail; the new generation starts from the committed offsets anyway.
+    """
+    try:
+        await app.consumer.seek_wait(dict(offsets))
+    except Exception as exc:
+        logger.warning("seek failed", extra={"stage": stage, "partitions": sorted(map(str, offsets)), "error": repr(exc)})
 
 
 def leave_unacknowledged(app: Any, events: Sequence[Any]) -> None:
@@ -273,8 +352,9 @@ class StagePublisher:
     """
 
     def __init__(self, app: Any, name: str, sink: Any, dead_letters: Any, sinks: Mapping[str, Any] | None = None, *,
-                 max_dead_letter_bytes: int | None = None, shutdown_grace_s: float = SHUTDOWN_PUBLISH_GRACE_S) -> None:
-        self.app, self.name = app, name
+                 max_dead_letter_bytes: int | None = None, shutdown_grace_s: float = SHUTDOWN_PUBLISH_GRACE_S,
+                 fence: ReplayFence | None = None) -> None:
+        self.app, self.name, self.fence = app, name, fence
         self.topics = {None: (sink.get_topic_name(), sink.value_serializer)}
         for logical, topic in (sinks or {}).items():
             self.topics[logical] = (topic.get_topic_name(), topic.value_serializer)
@@ -291,12 +371,23 @@ class StagePublisher:
     async def __call__(self, result: StageResult) -> None:
         from faust.serializers import codecs
 
-        outgoing = []
+        outgoing, replayed = [], 0
         for record, logical in zip(result.outputs, result.output_topics):
             topic, codec = self.topics[logical]
-            outgoing.append(Outgoing(topic, record_key(record), codecs.dumps(codec, record), record=record))
+            key, value = record_key(record), codecs.dumps(codec, record)
+            if self.fence is not None and self.fence.claim(topic, key, value):
+                replayed += 1  # published by this partition's previous owner after its last state write
+                continue
+            outgoing.append(Outgoing(topic, key, value, record=record))
+        if replayed:
+            metrics.REPLAYS_SUPPRESSED.labels(self.name).inc(replayed)
+            logger.info("replayed outputs not published again", extra={"stage": self.name, "records": replayed})
         outgoing += [self.dead_letter(d) for d in result.dead_letters]
         await self.until_delivered(outgoing)
+
+    def output_topics(self) -> list[str]:
+        """The topics the stage's outputs go to (not its dead letters)."""
+        return sorted({topic for topic, _ in self.topics.values()})
 
     def dead_letter(self, letter: dict[str, Any]) -> Outgoing:
         """A dead letter to publish, its original truncated when the whole would exceed the size limit."""

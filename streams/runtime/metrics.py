@@ -15,6 +15,9 @@ STALE_EVENTS = Counter("vigil_stale_events_total", "Events from before a rebalan
 SEQ_GAPS = Counter("vigil_seq_gaps_total", "Sequence numbers skipped between consecutive records of an asset", ["stage"])
 RESEEKS = Counter("vigil_offset_reseeks_total", "Times a stage saw a partition's offsets jump and sought back", ["stage"])
 OFFSET_JUMPS = Counter("vigil_offset_jumps_accepted_total", "Offset jumps still there after re-seeking, accepted as real gaps", ["stage"])
+REPLAYS_SUPPRESSED = Counter("vigil_replayed_outputs_suppressed_total",
+                             "Outputs not published again after a takeover: the partition's previous owner had published them",
+                             ["stage"])
 PUBLISH_RETRIES = Counter("vigil_publish_retries_total", "Batches whose outputs had to be sent again after a transient failure", ["stage"])
 PUBLISH_REFUSED = Counter("vigil_publish_refused_total",
                           "Records never sent as they were, being too large or invalid: dead letters truncated, outputs dead-lettered",

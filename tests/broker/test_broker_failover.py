@@ -39,9 +39,6 @@ def three_node_cluster(broker_name, tmp_path):
         cluster.close()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, measured in 2 of about 13 scenarios: on a leader kill aiokafka resends a batch the dead leader had "
-    "already replicated (the worker's producer is not idempotent), so 3-4 outputs appear twice"))
 def test_sigkilled_controller_and_partition_leader_lose_and_duplicate_nothing(three_node_cluster, models_dir, start_worker):
     cluster = three_node_cluster
     settings = replace(

@@ -171,7 +171,7 @@ def unprocessed(settings: Settings) -> dict[str, int]:
         reader.close()
 
 
-def wait_until_processed(settings: Settings, timeout_s: float = QUIESCE_LIMIT_S) -> None:
+def wait_until_processed(settings: Settings, worker: Any, timeout_s: float = QUIESCE_LIMIT_S) -> None:
     """Until the group has committed every source topic to its end, checked upstream first: a stage commits its input
     only after its outputs are written, so then every record has been through every stage (trend tables included)."""
     deadline = time.monotonic() + timeout_s
@@ -179,7 +179,10 @@ def wait_until_processed(settings: Settings, timeout_s: float = QUIESCE_LIMIT_S)
         lag = unprocessed(settings)
         if not any(lag.values()):
             return
-        assert time.monotonic() < deadline, f"not processed within {timeout_s:g} s; uncommitted records per source topic: {lag}"
+        if time.monotonic() >= deadline:
+            counts = {k: v for k, v in worker.metrics().items() if k.startswith(("vigil_records_", "vigil_offset_", "vigil_stale_"))}
+            raise AssertionError(f"not processed within {timeout_s:g} s; uncommitted records per source topic: {lag}; "
+                                 f"the worker's counts: {counts}")
         time.sleep(0.5)
 
 
@@ -291,11 +294,6 @@ def group_members(settings: Settings) -> int:
     return len(admin.describe_consumer_groups([settings.group_id])[settings.group_id].result(timeout=30).members)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defects, measured 2 passes in 7 runs on Apache Kafka 4.4: (1) after the SIGKILL 10-198 feature windows are "
-    "written twice: stage state reaches the changelog through Faust's unawaited send_soon buffer, tens to hundreds of "
-    "ms after the outputs, so the replacement redoes the batch; (2) in 3 of 7 runs records were skipped: the offset "
-    "guard's re-seek after the takeover did not take and the jump was accepted after 10 s (streams/runtime/delivery.py)"))
 def test_a_worker_sigkilled_mid_stream_is_replaced_with_nothing_lost_or_repeated(private_broker, stateful_settings,  # noqa: F811
                                                                                    start_worker, xfail_on_noida):
     xfail_on_noida("noida-db 0.2.3 never expires a group member killed with SIGKILL (measured here: the replacement worker "
@@ -314,7 +312,7 @@ def test_a_worker_sigkilled_mid_stream_is_replaced_with_nothing_lost_or_repeated
     publisher = Publisher(reference, codec, raw_vibration_records(), keep=values)
     publisher.start()
     publisher.wait(timeout_s=120)
-    wait_until_processed(reference)
+    wait_until_processed(reference, worker)
     expected = collect(reference, codec, worker)
     assert worker.stop() == 0
     reference_s = time.monotonic() - started
@@ -338,7 +336,7 @@ def test_a_worker_sigkilled_mid_stream_is_replaced_with_nothing_lost_or_repeated
         watch.close()
     members_after = group_members(crash)
     publisher.wait(timeout_s=120)
-    wait_until_processed(crash)
+    wait_until_processed(crash, replacement)
     got = collect(crash, codec, replacement)
     metrics = replacement.metrics()
     gaps = {name: n for name, n in metrics.items() if name.startswith("vigil_seq_gaps_total") and n}  # records a stage never saw

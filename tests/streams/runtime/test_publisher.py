@@ -248,3 +248,34 @@ def test_a_batch_left_unacknowledged_is_neither_committed_nor_waited_for():
         m.ack(consumer)  # what take_events does with every event it handed out, once the loop body is left
     assert consumer.committable == [0] and not any(m.acked for m in messages[1:])
     assert len(consumer._unacked_messages) == 0  # a stop waiting for pending messages does not wait for these
+
+
+async def test_outputs_the_previous_owner_published_are_not_published_again(publisher_for, chunk, codec):
+    # The takeover: the dead worker published windows 0-11 but its state stopped at window 4, so the
+    # replacement's replay from that state produces 5-11 again, byte for byte, then 12-19 for the first time.
+    from vigil.streams.pumps.vibration import VibrationAssetState
+    from vigil.streams.runtime.replay_fence import ReplayFence
+
+    messages = [RawMessage("pump.vibration.raw", 0, i, b"pump-1",
+                           codec.encode("pump.vibration.raw", "vigil.pumps.VibrationChunk", chunk(i))) for i in range(20)]
+    stage = VibrationStage(codec)
+    before_crash = FakeProducer()
+    first_publish, _ = publisher_for(before_crash)
+    written = stage.process(messages[:5], {})
+    await first_publish(written)
+    # what reached the changelog, as the replacement decodes it
+    changelog = {key: VibrationAssetState.from_bytes(value.to_bytes()) for key, value in written.state_updates.items()}
+    await first_publish(stage.process(messages[5:12], written.state_updates))
+
+    fence = ReplayFence()
+    fence.add(before_crash.delivered)
+    after_takeover = FakeProducer()
+    publish, _ = publisher_for(after_takeover, fence=fence)
+    suppressed = counter(metrics.REPLAYS_SUPPRESSED, "test.stage")
+
+    await publish(stage.process(messages[5:], changelog))
+
+    seqs = [codec.decode(v, "vigil.pumps.FeatureWindow")["seq"] for _, _, v in before_crash.delivered + after_takeover.delivered]
+    assert sorted(seqs) == list(range(20))  # each window once across both workers
+    assert counter(metrics.REPLAYS_SUPPRESSED, "test.stage") - suppressed == 7
+    assert len(fence) == 5  # windows 0-4 stay unclaimed: the replay never produced them again
