@@ -206,9 +206,12 @@ def register_stage_agent(
             "records": len(records), "seconds": round(time.perf_counter() - started, 3)})
 
     async def reseek_open_holes() -> None:
-        targets = dict(continuity.due_reseeks(app.consumer_generation_id))
+        stalled_before = continuity.stalled_reseeks
+        targets = dict(continuity.due_reseeks(app.consumer_generation_id, consumer_highwaters(app, continuity.partitions())))
         for tp, offset in targets.items():
-            logger.warning("records beyond a hole still arriving or none at all; seeking back again",
+            logger.warning("records beyond a hole still arriving or none at all; seeking back again"
+                           if continuity.stalled_reseeks == stalled_before else
+                           "stage idle with records past the next offset it expects; seeking there again",
                            extra={"stage": name, "partition": str(tp), "offset": offset})
         if targets:
             metrics.RESEEKS.labels(name).inc(len(targets))
@@ -223,6 +226,7 @@ def register_stage_agent(
                 # of these partitions reads them again.
                 leave_unacknowledged(app, events)
                 continue
+            continuity.batch_started()
             try:
                 await run_batch(events)
             except asyncio.CancelledError:
@@ -231,9 +235,22 @@ def register_stage_agent(
                 # with its outputs unpublished and its state unwritten: leave it unacknowledged instead.
                 leave_unacknowledged(app, events)
                 raise
+            finally:
+                continuity.batch_finished()
 
     run_stage.__name__ = name.replace(".", "_")
     return app.agent(source, name=name)(run_stage)
+
+
+def consumer_highwaters(app: Any, partitions: Sequence[Any]) -> dict[Any, int | None]:
+    """The consumer's last known end offset of each partition; None where it has none (not assigned any more)."""
+    out: dict[Any, int | None] = {}
+    for tp in partitions:
+        try:
+            out[tp] = app.consumer.highwater(tp)
+        except Exception:  # aiokafka asserts the partition is assigned; a revoked one has no end to compare
+            out[tp] = None
+    return out
 
 
 async def seek_on_consumer_thread(app: Any, offsets: Mapping[Any, int], stage: str) -> None:

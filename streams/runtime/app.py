@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import faust
@@ -68,6 +69,13 @@ class VigilApp(faust.App):
         return _VigilTransport(self.conf.broker_consumer, self)
 
 
+def worker_data_dir(settings: Settings) -> Path:
+    """Faust's table directory for this app id; Faust creates only its last component."""
+    directory = settings.worker_data_dir / settings.group_id
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 def create_app(
     settings: Settings,
     *,
@@ -87,6 +95,8 @@ def create_app(
         broker_credentials=credentials,
         ssl_context=ssl_context,
         store="memory://",
+        # Faust's default "<app id>-data" lands in the working directory of every worker.
+        datadir=worker_data_dir(settings),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         # Faust's leader topic is an extra empty subscription we do not use.

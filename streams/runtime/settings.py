@@ -92,6 +92,8 @@ class Settings:
     trends_cleanup_policy: str = "delete"  # "compact,delete" keeps only each pump's latest hour once compacted
     schema_registry: str | None = None
     models_dir: Path = Path(".vigil/models")
+    # Faust's table directory (one per app id under it); tables are in memory, but Faust creates it anyway.
+    worker_data_dir: Path = Path(".vigil/worker")
     assets_file: Path | None = None
     baseline_windows: int = 30
     # Alert policy: an episode opens when k of the last n flagged windows were confirmed,

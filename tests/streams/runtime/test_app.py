@@ -43,6 +43,21 @@ def test_one_prefix_namespaces_the_group_the_changelogs_and_the_topics(models_di
     assert inputs_a and all(topic.startswith("site-a.") for topic in inputs_a)
 
 
+def test_faust_table_directories_go_under_the_worker_data_dir_not_the_working_directory(models_dir, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from vigil.streams.runtime.app import create_app
+    from vigil.streams.runtime.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "state" / "worker"  # parents that do not exist yet: Faust only creates the last level
+    app = create_app(replace(Settings.from_env({}), broker_hosts=("127.0.0.1:9",), models_dir=models_dir,
+                             topic_prefix="site-a.", worker_data_dir=data), fall_model=False)
+    assert app.conf.datadir == data / "site-a.vigil" and data.is_dir()
+    assert app.conf.tabledir.is_relative_to(data / "site-a.vigil")
+    assert not list(tmp_path.glob("*-data"))  # Faust's default, "<app id>-data" in the working directory
+
+
 def test_the_workers_producer_is_idempotent_with_acks_from_all_replicas(models_dir):
     # A retried produce request whose first attempt was written (its leader died before acknowledging)
     # must not write the outputs twice: the broker drops the retry by producer id and sequence.

@@ -73,3 +73,37 @@ def test_partitions_are_independent_and_a_new_generation_starts_afresh():
     assert guard.admit(1, "a", 0) == "process" and guard.admit(1, "b", 40) == "process"
     assert guard.admit(1, "a", 1) == "process" and guard.admit(1, "b", 41) == "process"
     assert guard.admit(2, "a", 0) == "process"  # after a rebalance Faust re-delivers from the committed offset
+
+
+def test_an_idle_stage_short_of_the_partition_end_seeks_to_its_next_offset():
+    # A hole at the partition's end shows no jump: nothing arrives beyond it. The consumer's end offset does.
+    clock = FakeClock()
+    guard = OffsetContinuity(stall_s=10.0, clock=clock)
+    guard.batch_started()
+    assert decisions(guard, range(143)) == ["process"] * 143
+    guard.batch_finished()
+    clock.now = 9.0
+    assert guard.due_reseeks(1, {"p": 160}) == []  # not idle for long enough yet
+    clock.now = 10.5
+    assert guard.due_reseeks(1, {"p": 143}) == []  # at the end: idle is fine
+    assert guard.due_reseeks(1, {"p": None}) == []  # revoked meanwhile: no end known
+    assert guard.due_reseeks(2, {"p": 160}) == []  # a new generation seeks to the committed offsets itself
+    assert guard.due_reseeks(1, {"p": 160}) == [("p", 143)]
+    clock.now = 15.0
+    assert guard.due_reseeks(1, {"p": 160}) == []  # once per stall_s, not on every tick
+    clock.now = 21.0
+    assert guard.due_reseeks(1, {"p": 160}) == [("p", 143)]
+    assert guard.stalled_reseeks == 2 and guard.accepted_jumps == 0
+    assert decisions(guard, range(140, 160)) == ["skip"] * 3 + ["process"] * 17
+
+
+def test_a_stage_busy_with_a_long_batch_is_not_stalled():
+    clock = FakeClock()
+    guard = OffsetContinuity(stall_s=10.0, clock=clock)
+    guard.batch_started()
+    decisions(guard, range(10))
+    clock.now = 30.0  # records wait behind a slow batch: they arrive when it is done
+    assert guard.due_reseeks(1, {"p": 500}) == []
+    guard.batch_finished()
+    assert guard.due_reseeks(1, {"p": 500}) == []
+    assert guard.stalled_reseeks == 0

@@ -54,6 +54,6 @@ def test_topic_prefix():
 
 
 def test_to_env_round_trips():
-    settings = Settings.from_env({"VIGIL_BROKER": "kafka://a:1", "VIGIL_PARTITIONS": "3", "VIGIL_MODELS": "/srv/models",
+    settings = Settings.from_env({"VIGIL_BROKER": "kafka://a:1", "VIGIL_PARTITIONS": "3", "VIGIL_MODELS": "/srv/models", "VIGIL_WORKER_DATA_DIR": "/srv/worker",
                                   "VIGIL_KAFKA_SECURITY_PROTOCOL": "SSL", "VIGIL_BATCH_WITHIN_S": "0.2"})
     assert Settings.from_env(settings.to_env()) == settings
