@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -73,6 +73,24 @@ class ScoredWindow:
     deviations: Mapping[str, float] = field(default_factory=dict)
     features: Mapping[str, float] = field(default_factory=dict)
     model_versions: Mapping[str, str] = field(default_factory=dict)
+
+
+def scored_window(record: Mapping[str, Any]) -> ScoredWindow:
+    """A pump.scores.cloud record (vigil.pumps.CloudScore) as the alert policy sees it."""
+    return ScoredWindow(
+        asset_id=record["asset_id"],
+        stream=record["stream"],
+        seq=record["seq"],
+        ts_ms=record["ts_ms"],
+        flagged=record["flagged"],
+        confirmed=record["confirmed"],
+        edge_score=record["edge_score"],
+        cloud_score=record["cloud_score"],
+        cloud_threshold=record["cloud_threshold"],
+        deviations=record["deviations"],
+        features=record["features"],
+        model_versions={"edge": record["edge_model_version"], "cloud": record["cloud_model_version"]},
+    )
 
 
 @dataclass

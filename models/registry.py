@@ -127,21 +127,11 @@ class ModelRegistry:
         if current is None:
             raise ModelNotFoundError(f"no active {tier!r} model under {self.root}: nothing to roll back")
         if to is None:
-            # Replay the history as a stack: promotions push, rollbacks pop.
-            stack: list[str] = []
-            for entry in self.history(tier):
-                if entry["action"] == "rollback":
-                    while stack and stack[-1] != entry["version"]:
-                        stack.pop()
-                    if not stack:
-                        stack.append(entry["version"])
-                else:
-                    stack.append(entry["version"])
-            while stack and stack[-1] == current:
-                stack.pop()
-            if not stack:
+            from vigil.models.lifecycle import rollback_target
+
+            to = rollback_target(self.history(tier), current)
+            if to is None:
                 raise ModelNotFoundError(f"{tier!r} has no earlier active version than {current}")
-            to = stack[-1]
         self.activate(tier, to, action="rollback")
         return to
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vigil.streams.cli.common import console
 from vigil.streams.runtime.settings import Settings
 
 
@@ -21,6 +22,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         settings = replace(settings, web_port=args.web_port)
     ensure_topics(settings)
     app = create_app(settings)
+    if not app.model_control.start():
+        console.print("[yellow]warning:[/yellow] models.control was not read to its end in 30 s; serving the registry's active "
+                      "models until it is")
     worker = Worker(app, loglevel=args.loglevel, logging_config=logging_config(args.loglevel, args.log_format))
     worker.execute_from_commandline()
     return 0

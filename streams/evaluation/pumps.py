@@ -12,7 +12,7 @@ from vigil.models.cloud import CloudModel
 from vigil.models.costs import AssetOutcome, CostModel, CostRow, cheapest, cost_table
 from vigil.models.edge import EdgeModel
 from vigil.models.packs import iter_pronostia
-from vigil.streams.pumps.alerts import scored_window
+from vigil.models.alerts import scored_window
 from vigil.streams.pumps.offline import OfflineOutput, OfflinePumpPipeline
 from vigil.streams.pumps.run_to_failure import AssetLife, RunToFailureProtocol, pack_lives, protocol_assets
 

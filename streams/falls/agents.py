@@ -26,6 +26,7 @@ from vigil.streams.runtime.topics import (
     FALL_DEADLETTER,
     FALL_OUTCOMES,
     FALL_SUSPECTED,
+    FALL_SUSPECTED_SHADOW,
     WEARABLE_IMU_RAW,
     WEARABLE_USER_RESPONSE,
 )
@@ -52,7 +53,8 @@ def load_fall_model(models_dir: Path) -> ActiveFallModel | None:
     return ActiveFallModel(model, metadata["version"], ScreenConfig(**metadata.get("screen", {})))
 
 
-def register_fall_agents(app: Any, settings: Settings, codec: AvroCodec, active: ActiveFallModel) -> "ConfirmationTimer":
+def register_fall_agents(app: Any, settings: Settings, codec: AvroCodec, active: ActiveFallModel) -> dict[str, FallModelStage]:
+    """Registers the three stages; returns the one that serves a registry model, by tier (models.control swaps it)."""
     wiring = TopologyWiring(app, settings, codec)
     dead_letters = wiring.produced(FALL_DEADLETTER)
     common = {"dead_letters": dead_letters, "batch_size": settings.batch_size, "batch_within_s": settings.batch_within_s}
@@ -62,10 +64,12 @@ def register_fall_agents(app: Any, settings: Settings, codec: AvroCodec, active:
         source=wiring.consumed(WEARABLE_IMU_RAW), sink=wiring.produced(FALL_CANDIDATES),
         table=wiring.table("fall-screen-state"), decode_state=WearerScreenState.from_bytes, **common,
     )
+    fall_model_stage = FallModelStage(codec, active.model, active.version)
     register_stage_agent(
         app, name=FALL_CANDIDATES,
-        stage=FallModelStage(codec, active.model, active.version),
+        stage=fall_model_stage,
         source=wiring.consumed(FALL_CANDIDATES), sink=wiring.produced(FALL_SUSPECTED),
+        sinks={FALL_SUSPECTED_SHADOW: wiring.produced(FALL_SUSPECTED_SHADOW)},
         table=wiring.table("fall-model-state"), decode_state=WearerClassifyState.from_bytes, **common,
     )
     stage = ConfirmStage(codec, suspected_topic=settings.topic(FALL_SUSPECTED), response_topic=settings.topic(WEARABLE_USER_RESPONSE),
@@ -81,7 +85,7 @@ def register_fall_agents(app: Any, settings: Settings, codec: AvroCodec, active:
         table=table, decode_state=WearerConfirmState.from_bytes, lock=lock, on_written=timer.on_written, **common,
     )
     app.timer(interval=TIMER_INTERVAL_S, name="fall.confirm.deadlines")(timer.tick)
-    return timer
+    return {fall_model_stage.tier: fall_model_stage}
 
 
 class ConfirmationTimer:

@@ -22,7 +22,9 @@ from vigil.streams.runtime.topics import (
     PUMP_FEATURES,
     PUMP_PROCESS_RAW,
     PUMP_SCORES_CLOUD,
+    PUMP_SCORES_CLOUD_SHADOW,
     PUMP_SCORES_EDGE,
+    PUMP_SCORES_EDGE_SHADOW,
     PUMP_TRENDS,
     PUMP_VIBRATION_RAW,
 )
@@ -33,7 +35,8 @@ from vigil.streams.runtime.validation import VibrationLimits
 TREND_BATCH_WITHIN_S = 1.0
 
 
-def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, models: ActivePumpModels) -> None:
+def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, models: ActivePumpModels) -> dict[str, Any]:
+    """Registers the pump stages; returns the ones that serve a registry model, by tier (models.control swaps them)."""
     wiring = TopologyWiring(app, settings, codec)
     consumed, produced, table = wiring.consumed, wiring.produced, wiring.table
 
@@ -60,12 +63,15 @@ def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, models:
         decode_state=ProcessAssetState.from_bytes,
         **common,
     )
+    edge = EdgeStage(codec, models.edge, models.edge_version, assets)
+    cloud = CloudStage(codec, models.cloud, models.cloud_version, models.cloud_thresholds)
     register_stage_agent(
         app,
         name=PUMP_FEATURES,
-        stage=EdgeStage(codec, models.edge, models.edge_version, assets),
+        stage=edge,
         source=consumed(PUMP_FEATURES),
         sink=produced(PUMP_SCORES_EDGE),
+        sinks={PUMP_SCORES_EDGE_SHADOW: produced(PUMP_SCORES_EDGE_SHADOW)},
         table=table("pump-edge-state"),
         decode_state=EdgeStreamState.from_bytes,
         **common,
@@ -73,9 +79,10 @@ def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, models:
     register_stage_agent(
         app,
         name=PUMP_SCORES_EDGE,
-        stage=CloudStage(codec, models.cloud, models.cloud_version, models.cloud_thresholds),
+        stage=cloud,
         source=consumed(PUMP_SCORES_EDGE),
         sink=produced(PUMP_SCORES_CLOUD),
+        sinks={PUMP_SCORES_CLOUD_SHADOW: produced(PUMP_SCORES_CLOUD_SHADOW)},
         table=table("pump-cloud-state"),
         decode_state=CloudStreamState.from_bytes,
         offload=True,  # the LSTM forward pass runs off the event loop, so heartbeats and other agents go on
@@ -103,6 +110,7 @@ def register_pump_agents(app: Any, settings: Settings, codec: AvroCodec, models:
         **{**common, "batch_within_s": max(settings.batch_within_s, TREND_BATCH_WITHIN_S)},
     )
     register_trend_pages(app, TableState(trend_table, TrendAssetState.from_bytes))
+    return {edge.tier: edge, cloud.tier: cloud}
 
 
 def register_trend_pages(app: Any, trends: TableState[TrendAssetState]) -> None:

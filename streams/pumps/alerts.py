@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from vigil.models.alerts import AlertAssetState, AlertEvent, AlertPolicy, Episode, ScoredWindow
+from vigil.models.alerts import AlertAssetState, AlertEvent, AlertPolicy, Episode, scored_window
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.stage import RawMessage, StageResult
 from vigil.streams.runtime.state import pack_state, unpack_state
@@ -64,23 +64,6 @@ def alert_record(event: AlertEvent, kind: str = ALERT_KIND) -> dict[str, Any]:
         "diagnosis": diagnosis,
         "detail": "",
     }
-
-
-def scored_window(record: Mapping[str, Any]) -> ScoredWindow:
-    return ScoredWindow(
-        asset_id=record["asset_id"],
-        stream=record["stream"],
-        seq=record["seq"],
-        ts_ms=record["ts_ms"],
-        flagged=record["flagged"],
-        confirmed=record["confirmed"],
-        edge_score=record["edge_score"],
-        cloud_score=record["cloud_score"],
-        cloud_threshold=record["cloud_threshold"],
-        deviations=record["deviations"],
-        features=record["features"],
-        model_versions={"edge": record["edge_model_version"], "cloud": record["cloud_model_version"]},
-    )
 
 
 class AlertStage:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from vigil.models.cloud import CloudModel
+from vigil.models.registry import CLOUD_TIER
 from vigil.streams.pumps.edge import state_key
 from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.serving import ModelServingStage, ServingModel, ServingSet
 from vigil.streams.runtime.stage import RawMessage, StageResult
 from vigil.streams.runtime.state import pack_state, unpack_state
 from vigil.streams.runtime.validation import unsupported_feature_set
@@ -41,19 +43,36 @@ class CloudStreamState:
         return cls(history=arrays["history"], **header)
 
 
-class CloudStage:
+def tuned_thresholds(model: CloudModel, metadata: Mapping[str, Any]) -> dict[str, float]:
+    """A tuned threshold (in the registry metadata, written by `vigil tune`) overrides the training quantile."""
+    tuned = metadata.get("thresholds", {})
+    return {name: float(tuned.get(name, scorer.threshold_)) for name, scorer in model.feature_sets.items()}
+
+
+class CloudStage(ModelServingStage[CloudModel]):
     source_topic = "pump.scores.edge"
+    tier = CLOUD_TIER
+    shadow_topic = "pump.scores.cloud.shadow"
 
     def __init__(self, codec: AvroCodec, model: CloudModel, model_version: str, thresholds: Mapping[str, float] | None = None) -> None:
         self.codec = codec
-        self.model = model
-        self.model_version = model_version
-        # A tuned threshold (from the registry metadata, written by `vigil tune`) overrides the training quantile.
-        self.thresholds = {name: float((thresholds or {}).get(name, scorer.threshold_)) for name, scorer in model.feature_sets.items()}
+        self.models = ServingSet(ServingModel(model, model_version, {"thresholds": dict(thresholds or {})}))
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return tuned_thresholds(self.serving.model, self.serving.metadata)
 
     def process(self, messages: Sequence[RawMessage], state: Mapping[str, CloudStreamState]) -> StageResult[CloudStreamState]:
         result: StageResult[CloudStreamState] = StageResult()
-        to_score: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)
+        models = self.models  # one set of models for the whole batch, whatever swaps meanwhile
+        shadow = models.shadow if self.shadow_topic else None
+        serving_models = [m for m in (models.active, models.canary, shadow) if m is not None]
+        thresholds = {m.version: tuned_thresholds(m.model, m.metadata) for m in serving_models}
+        by_version = {m.version: m.model for m in serving_models}
+        # Long enough for every model served: a canary or shadow may look further back than the active model.
+        keep = max(m.model.window for m in serving_models)
+        # (output index, deviation history) per serving version and feature set, scored together after the loop
+        to_score: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = defaultdict(list)
         for message in messages:
             record = result.decode(self.codec, message, SCHEMA)
             if record is None:
@@ -66,15 +85,16 @@ class CloudStage:
             result.update_state(key, stream, message.partition)
             if record["state"] != "SCORED":
                 continue
-            scorer = self.model.for_feature_set(record["feature_set"])
+            serving = models.for_asset(record["asset_id"])
+            model, model_version = serving.model, serving.version
+            scorer = model.for_feature_set(record["feature_set"])
             if scorer is None:
-                result.reject(message, unsupported_feature_set("cloud", self.model_version, self.model.feature_sets, record))
+                result.reject(message, unsupported_feature_set("cloud", model_version, model.feature_sets, record))
                 continue
             names = scorer.feature_names_
             z = np.array([record["deviations"].get(name, 0.0) for name in names], dtype=np.float64)
             history = stream.history if stream.history.shape[1:] == (len(names),) else np.zeros((0, len(names)))
-            stream.history = np.vstack([history, z[None, :]])[-self.model.window :]
-            threshold = self.thresholds[record["feature_set"]]
+            stream.history = np.vstack([history, z[None, :]])[-keep:]
             output = {
                 "asset_id": record["asset_id"],
                 "stream": record["stream"],
@@ -86,26 +106,35 @@ class CloudStage:
                 "flagged": record["flagged"],
                 "evaluated": False,
                 "cloud_score": None,
-                "cloud_threshold": threshold,
+                "cloud_threshold": thresholds[model_version][record["feature_set"]],
                 "confirmed": False,
-                "history_windows": len(stream.history),
+                "history_windows": min(len(stream.history), model.window),
                 "edge_model_version": record["model_version"],
-                "cloud_model_version": self.model_version,
+                "cloud_model_version": model_version,
                 "deviations": record["deviations"],
                 "features": record.get("features", {}),
             }
             index = result.emit(output, float(record["ts_ms"]))
             if record["flagged"]:
-                padded = np.vstack([np.zeros((self.model.window - len(stream.history), len(names))), stream.history])
-                to_score[record["feature_set"]].append((index, padded))
+                to_score[(model_version, record["feature_set"])].append((index, stream.history))
+            if shadow is not None:  # the same window as the shadow would have judged it
+                shadow_output = {**output, "cloud_model_version": shadow.version,
+                                 "history_windows": min(len(stream.history), shadow.model.window),
+                                 "cloud_threshold": thresholds[shadow.version].get(record["feature_set"], float("nan"))}
+                shadow_index = result.emit(shadow_output, float(record["ts_ms"]), self.shadow_topic)
+                if record["flagged"] and shadow.model.for_feature_set(record["feature_set"]) is not None:
+                    to_score[(shadow.version, record["feature_set"])].append((shadow_index, stream.history))
 
-        for name, items in to_score.items():
-            scores = self.model.feature_sets[name].score_many(np.stack([sequence for _, sequence in items]))
-            threshold = self.thresholds[name]
-            result.confirmed[name] = int(np.count_nonzero(scores >= threshold))
+        for (version, name), items in to_score.items():
+            model = by_version[version]
+            sequences = [np.vstack([np.zeros((max(0, model.window - len(h)), h.shape[1])), h[-model.window :]]) for _, h in items]
+            scores = model.feature_sets[name].score_many(np.stack(sequences))
+            threshold = thresholds[version][name]
             for (index, _), score in zip(items, scores.tolist()):
                 out = result.outputs[index]
                 out["evaluated"] = True
                 out["cloud_score"] = score
                 out["confirmed"] = score >= threshold
+                if result.output_topics[index] is None:
+                    result.confirmed[name] = result.confirmed.get(name, 0) + int(score >= threshold)
         return result

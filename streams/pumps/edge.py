@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from vigil.models.assets import AssetCatalog
 from vigil.models.edge import Baseline, EdgeModel, deviations
+from vigil.models.registry import EDGE_TIER
 from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.serving import ModelServingStage, ServingModel, ServingSet
 from vigil.streams.runtime.stage import RawMessage, StageResult
 from vigil.streams.runtime.state import pack_state, unpack_state
 from vigil.streams.runtime.validation import unsupported_feature_set
@@ -53,29 +55,35 @@ class EdgeStreamState:
         return cls(rows=arrays["rows"], center=arrays.get("center"), scale=arrays.get("scale"), **header)
 
 
-class EdgeStage:
+class EdgeStage(ModelServingStage[EdgeModel]):
     source_topic = "pump.features"
+    tier = EDGE_TIER
+    shadow_topic = "pump.scores.edge.shadow"
 
     def __init__(self, codec: AvroCodec, model: EdgeModel, model_version: str, assets: AssetCatalog | None = None) -> None:
         self.codec = codec
-        self.model = model
-        self.model_version = model_version
+        self.models = ServingSet(ServingModel(model, model_version))
         self.assets = assets or AssetCatalog()
 
-    def baseline_windows(self, asset_id: str) -> int:
-        return self.assets.for_asset(asset_id).baseline_windows or self.model.baseline_windows
+    def baseline_windows(self, asset_id: str, model: EdgeModel | None = None) -> int:
+        return self.assets.for_asset(asset_id).baseline_windows or (model or self.model).baseline_windows
 
     def process(self, messages: Sequence[RawMessage], state: Mapping[str, EdgeStreamState]) -> StageResult[EdgeStreamState]:
         result: StageResult[EdgeStreamState] = StageResult()
-        # (output index, feature vector, baseline) per feature set, scored together after the loop
-        to_score: dict[str, list[tuple[int, np.ndarray, Baseline]]] = defaultdict(list)
+        models = self.models  # one set of models for the whole batch, whatever swaps meanwhile
+        # (output index, feature vector, baseline) per serving version and feature set, scored together after the loop
+        to_score: dict[tuple[str, str], list[tuple[int, np.ndarray, Baseline]]] = defaultdict(list)
+        by_version = {}
         for message in messages:
             record = result.decode(self.codec, message, SCHEMA)
             if record is None:
                 continue
-            feature_set = self.model.for_feature_set(record["feature_set"])
+            serving = models.for_asset(record["asset_id"])
+            model, model_version = serving.model, serving.version
+            by_version[model_version] = model
+            feature_set = model.for_feature_set(record["feature_set"])
             if feature_set is None:
-                result.reject(message, unsupported_feature_set("edge", self.model_version, self.model.feature_sets, record))
+                result.reject(message, unsupported_feature_set("edge", model_version, model.feature_sets, record))
                 continue
             key = state_key(record["asset_id"], record["stream"])
             stream = result.pending_state(key, state) or EdgeStreamState(feature_set=record["feature_set"])
@@ -93,13 +101,13 @@ class EdgeStage:
                 "score": None,
                 "flagged": False,
                 "threshold": feature_set.scorer.threshold_,
-                "model_version": self.model_version,
+                "model_version": model_version,
                 "baseline_windows": 0,
                 "feature_set": record["feature_set"],
                 "deviations": {},
                 "features": {name: value for name, value in record["features"].items() if np.isfinite(value)},
             }
-            n_base = self.baseline_windows(record["asset_id"])
+            n_base = self.baseline_windows(record["asset_id"], model)
             if not stream.commissioned:
                 rows = stream.rows if stream.rows.size else np.zeros((0, len(x)))
                 stream.rows = np.vstack([rows, x[None, :]])
@@ -111,21 +119,41 @@ class EdgeStage:
             else:
                 output["state"] = "SCORED"
                 output["baseline_windows"] = n_base
-                to_score[record["feature_set"]].append((len(result.outputs), x, Baseline(stream.center, stream.scale)))
+                to_score[(model_version, record["feature_set"])].append((len(result.outputs), x, Baseline(stream.center, stream.scale)))
             result.emit(output, float(record["ts_ms"]) + 1000.0 * record["duration_s"])
 
-        for name, items in to_score.items():
-            fs_model = self.model.feature_sets[name]
+        served = len(result.outputs)
+        shadow = models.shadow if self.shadow_topic else None
+        if shadow is not None:  # the same windows, as they would have been scored by the shadow
+            for i in range(served):
+                result.emit(_as_scored_by(result.outputs[i], shadow.model, shadow.version), result.event_end_ms[i], self.shadow_topic)
+        for (version, name), items in to_score.items():
             X = np.vstack([x for _, x, _ in items])
             center = np.vstack([b.center for _, _, b in items])
             scale = np.vstack([b.scale for _, _, b in items])
-            Z = deviations(X, center, scale, fs_model.log_mask)
-            scores = fs_model.score_many(Z)
-            threshold = fs_model.scorer.threshold_
-            result.flagged[name] = int(np.count_nonzero(scores >= threshold))
-            for (i, _, _), score, z in zip(items, scores.tolist(), Z):
-                out = result.outputs[i]
-                out["score"] = score
-                out["flagged"] = score >= threshold
-                out["deviations"] = dict(zip(fs_model.feature_names, np.round(z, 3).tolist()))
+            flagged = _score_into(result.outputs, [i for i, _, _ in items], by_version[version].feature_sets[name], X, center, scale)
+            result.flagged[name] = result.flagged.get(name, 0) + flagged
+            shadow_set = shadow.model.for_feature_set(name) if shadow is not None else None
+            if shadow_set is not None:
+                _score_into(result.outputs, [served + i for i, _, _ in items], shadow_set, X, center, scale)
         return result
+
+
+def _as_scored_by(output: dict, model: EdgeModel, version: str) -> dict:
+    """A copy of an edge output for another model, unscored until ``_score_into`` fills it in."""
+    feature_set = model.for_feature_set(output["feature_set"])
+    threshold = feature_set.scorer.threshold_ if feature_set is not None else float("nan")
+    return {**output, "score": None, "flagged": False, "model_version": version, "threshold": threshold, "deviations": {}}
+
+
+def _score_into(outputs: list[dict], indexes: list[int], fs_model: Any, X: np.ndarray, center: np.ndarray, scale: np.ndarray) -> int:
+    """Scores the rows of X with one feature set's model into ``outputs[indexes]``; returns how many it flagged."""
+    Z = deviations(X, center, scale, fs_model.log_mask)
+    scores = fs_model.score_many(Z)
+    threshold = fs_model.scorer.threshold_
+    for i, score, z in zip(indexes, scores.tolist(), Z):
+        out = outputs[i]
+        out["score"] = score
+        out["flagged"] = score >= threshold
+        out["deviations"] = dict(zip(fs_model.feature_names, np.round(z, 3).tolist()))
+    return int(np.count_nonzero(scores >= threshold))

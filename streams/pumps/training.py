@@ -158,6 +158,17 @@ def save_pump_models(registry: ModelRegistry, models: PumpModels, *, activate: b
     return edge_version, cloud_version
 
 
+def pump_pair_problem(edge: EdgeModel, cloud: CloudModel) -> str | None:
+    """Why these two tiers cannot serve together, or None. The cloud tier reads the edge tier's
+    deviations by name: a mismatched pair would score zeros."""
+    for fs, scorer in cloud.feature_sets.items():
+        edge_set = edge.for_feature_set(fs)
+        if edge_set is None or tuple(scorer.feature_names_) != tuple(edge_set.feature_names):
+            return (f"the cloud model expects {fs} deviations of {list(scorer.feature_names_)}, but the edge model "
+                    f"publishes {list(edge_set.feature_names) if edge_set else 'none'}")
+    return None
+
+
 def load_pump_models(models_dir: str | Path) -> ActivePumpModels:
     registry = ModelRegistry(models_dir)
     try:
@@ -168,15 +179,10 @@ def load_pump_models(models_dir: str | Path) -> ActivePumpModels:
             f"{exc}; train both tiers with `vigil train pumps --pack PATH` or `vigil train pumps --simulate` "
             "(or set VIGIL_MODELS to a registry that has them)"
         ) from None
-    for fs, scorer in cloud.feature_sets.items():
-        edge_set = edge.for_feature_set(fs)
-        if edge_set is None or tuple(scorer.feature_names_) != tuple(edge_set.feature_names):
-            # The cloud tier reads the edge tier's deviations by name: a mismatched pair would score zeros.
-            raise NoPumpModels(
-                f"active cloud model {cloud_meta['version']} expects {fs} deviations of {list(scorer.feature_names_)}, "
-                f"but active edge model {edge_meta['version']} publishes {list(edge_set.feature_names) if edge_set else 'none'}; "
-                f"promote the edge version it was trained behind ({cloud_meta.get('edge_version', 'unknown')}) or retrain both"
-            )
+    problem = pump_pair_problem(edge, cloud)
+    if problem:
+        raise NoPumpModels(f"active cloud model {cloud_meta['version']} and active edge model {edge_meta['version']}: {problem}; "
+                           f"promote the edge version it was trained behind ({cloud_meta.get('edge_version', 'unknown')}) or retrain both")
     thresholds = {fs: float(v) for fs, v in cloud_meta.get("thresholds", {}).items()}
     return ActivePumpModels(edge, edge_meta["version"], cloud, cloud_meta["version"], thresholds)
 

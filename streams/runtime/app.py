@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import faust
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
+from vigil.models.registry import CLOUD_TIER, EDGE_TIER, FALL_TIER
 from vigil.streams.pumps.training import ActivePumpModels, load_pump_models
 from vigil.streams.runtime.codec import AvroCodec, codec_from_settings
 from vigil.streams.runtime.settings import Settings
@@ -64,6 +65,7 @@ class _VigilTransport(aiokafka_driver.Transport):
 
 class VigilApp(faust.App):
     vigil_settings: Settings
+    model_control: Any  # the ModelControlWatcher, started with the worker
 
     def _new_transport(self) -> Any:
         return _VigilTransport(self.conf.broker_consumer, self)
@@ -129,18 +131,33 @@ def create_app(
 
     from vigil.streams.pumps.agents import register_pump_agents
 
-    register_pump_agents(app, settings, codec, models)
+    model_stages = register_pump_agents(app, settings, codec, models)
     from vigil.streams.falls.agents import load_fall_model, register_fall_agents
 
     if fall_model is True:
         fall_model = load_fall_model(settings.models_dir)
     if fall_model:
-        register_fall_agents(app, settings, codec, fall_model)
+        model_stages |= register_fall_agents(app, settings, codec, fall_model)
     else:
         logger.warning("no active fall model: the fall topology is not running; train one with "
                        "`vigil train falls --pack PATH` (or --simulate)", extra={"models_dir": str(settings.models_dir)})
     _register_metrics_page(app, models, fall_model or None)
+    _register_model_control(app, settings, codec, model_stages)
     return app
+
+
+def _register_model_control(app: VigilApp, settings: Settings, codec: AvroCodec, stages: dict[str, Any]) -> None:
+    """Follow models.control from the worker's start: promotions and rollbacks swap models between batches."""
+    from vigil.models.registry import ModelRegistry
+    from vigil.streams.lifecycle.watcher import ControlApplier, ModelControlWatcher
+    from vigil.streams.pumps.training import pump_pair_problem
+
+    def pair_check(serving: dict[str, Any]) -> str | None:
+        return pump_pair_problem(serving[EDGE_TIER], serving[CLOUD_TIER])
+
+    applier = ControlApplier(stages, ModelRegistry(settings.models_dir), codec, pair_check)
+    watcher = ModelControlWatcher(settings, applier)
+    app.model_control = watcher  # `vigil worker` starts it before the agents (ModelControlWatcher.start)
 
 
 def _register_metrics_page(app: VigilApp, models: ActivePumpModels, fall_model: "ActiveFallModel | None") -> None:
@@ -150,6 +167,10 @@ def _register_metrics_page(app: VigilApp, models: ActivePumpModels, fall_model: 
 
     metrics.BUILD.info({"edge_model": models.edge_version, "cloud_model": models.cloud_version,
                         "fall_model": fall_model.version if fall_model else "none"})
+    metrics.MODEL_SERVING.labels(EDGE_TIER, "active", models.edge_version).set(1)
+    metrics.MODEL_SERVING.labels(CLOUD_TIER, "active", models.cloud_version).set(1)
+    if fall_model:
+        metrics.MODEL_SERVING.labels(FALL_TIER, "active", fall_model.version).set(1)
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:

@@ -4,7 +4,7 @@ Labels are bounded (stage, reason); never an asset id.
 """
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
 from prometheus_client.parser import text_string_to_metric_families
 
 RECORDS_IN = Counter("vigil_records_in_total", "Records consumed by a stage", ["stage"])
@@ -39,7 +39,14 @@ EVENT_LATENCY = Histogram(
     ["stage"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
-BUILD = Info("vigil_build", "vigil version and the active models")
+BUILD = Info("vigil_build", "vigil version and the models the worker started with")
+MODEL_SERVING = Gauge("vigil_model_serving", "1 for the model version a tier's alias (active, canary, shadow) serves now, 0 for ones it served before",
+                      ["tier", "alias", "version"])
+CANARY_SHARE = Gauge("vigil_canary_share", "Share of assets a tier's canary serves (0: no canary)", ["tier"])
+MODEL_SWITCHES = Counter("vigil_model_switches_total", "Models swapped in from models.control", ["tier", "alias"])
+MODEL_REFUSALS = Counter("vigil_model_refusals_total",
+                         "models.control changes not applied (the worker kept its model): unknown version, failed checksum, bad record",
+                         ["tier", "reason"])
 
 
 def parse_samples(text: str) -> dict[str, float]:

@@ -20,6 +20,8 @@ PUMP_PROCESS_RAW = "pump.process.raw"
 PUMP_FEATURES = "pump.features"
 PUMP_SCORES_EDGE = "pump.scores.edge"
 PUMP_SCORES_CLOUD = "pump.scores.cloud"
+PUMP_SCORES_EDGE_SHADOW = "pump.scores.edge.shadow"
+PUMP_SCORES_CLOUD_SHADOW = "pump.scores.cloud.shadow"
 ALERTS = "alerts"
 PUMP_TRENDS = "pump.trends"
 PUMP_DEADLETTER = "pump.deadletter"
@@ -27,10 +29,16 @@ PUMP_DEADLETTER = "pump.deadletter"
 WEARABLE_IMU_RAW = "wearable.imu.raw"
 FALL_CANDIDATES = "fall.candidates"
 FALL_SUSPECTED = "fall.suspected"
+FALL_SUSPECTED_SHADOW = "fall.suspected.shadow"
 FALL_CONFIRM_REQUEST = "fall.confirm_request"
 WEARABLE_USER_RESPONSE = "wearable.user_response"
 FALL_OUTCOMES = "fall.outcomes"
 FALL_DEADLETTER = "fall.deadletter"
+
+MODELS_CONTROL = "models.control"
+MODELS_AUDIT = "models.audit"
+MODELS_DEADLETTER = "models.deadletter"
+OPS_EVENTS = "ops.events"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,9 @@ class TopicSpec:
     schema: str  # full Avro name of the value
     doc: str
     config: dict[str, str] = field(default_factory=dict)
+    # None: the settings' partition count. The lifecycle topics have one partition, so every worker
+    # reads every change in the order it was made.
+    partitions: int | None = None
 
 
 PUMP_TOPICS: tuple[TopicSpec, ...] = (
@@ -47,6 +58,8 @@ PUMP_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PUMP_FEATURES, "vigil.pumps.FeatureWindow", "feature vectors per window"),
     TopicSpec(PUMP_SCORES_EDGE, "vigil.pumps.EdgeScore", "edge-tier Isolation Forest verdicts"),
     TopicSpec(PUMP_SCORES_CLOUD, "vigil.pumps.CloudScore", "cloud-tier LSTM autoencoder verdicts on flagged windows"),
+    TopicSpec(PUMP_SCORES_EDGE_SHADOW, "vigil.pumps.EdgeScore", "the edge shadow model's verdicts on the same windows; nothing acts on them"),
+    TopicSpec(PUMP_SCORES_CLOUD_SHADOW, "vigil.pumps.CloudScore", "the cloud shadow model's verdicts on the same windows; nothing acts on them"),
     TopicSpec(ALERTS, "vigil.common.Alert", "alert episodes: open, update, close; ids deterministic"),
     TopicSpec(PUMP_TRENDS, "vigil.pumps.PumpTrend", "hourly trend buckets per pump with the rolling week; latest revision per (asset, hour) wins"),
     TopicSpec(PUMP_DEADLETTER, "vigil.common.DeadLetter", "rejected pump records, with reason and original bytes"),
@@ -56,19 +69,34 @@ FALL_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(WEARABLE_IMU_RAW, "vigil.falls.ImuChunk", "accelerometer chunks from wearables"),
     TopicSpec(FALL_CANDIDATES, "vigil.falls.FallCandidate", "stage 1: impacts that passed the screen, with their 5 s window"),
     TopicSpec(FALL_SUSPECTED, "vigil.falls.FallSuspected", "stage 2: candidates the fall model fired on"),
+    TopicSpec(FALL_SUSPECTED_SHADOW, "vigil.falls.FallSuspected", "candidates the fall shadow model fired on; nothing acts on them"),
     TopicSpec(FALL_CONFIRM_REQUEST, "vigil.falls.ConfirmRequest", "stage 3: are-you-OK questions to the wearer's device"),
     TopicSpec(WEARABLE_USER_RESPONSE, "vigil.falls.UserResponse", "answers from the wearer's device"),
     TopicSpec(FALL_OUTCOMES, "vigil.falls.FallOutcome", "how each suspected fall was settled; dismissed ones are labelled false alarms"),
     TopicSpec(FALL_DEADLETTER, "vigil.common.DeadLetter", "rejected wearable records, with reason and original bytes"),
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = PUMP_TOPICS + FALL_TOPICS
+LIFECYCLE_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(MODELS_CONTROL, "vigil.lifecycle.ModelChange", "what each model alias points at; latest per topology|tier|alias wins",
+              {"cleanup.policy": "compact"}, partitions=1),
+    TopicSpec(MODELS_AUDIT, "vigil.lifecycle.ModelChange", "every model change in order: who, why, when; kept forever",
+              {"retention.ms": "-1"}, partitions=1),
+    TopicSpec(MODELS_DEADLETTER, "vigil.common.DeadLetter", "control records workers refused, with the reason", partitions=1),
+    TopicSpec(OPS_EVENTS, "vigil.ops.OpsEvent", "what workers did or refused: model switches, refused models, rejected control records",
+              partitions=1),
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = PUMP_TOPICS + FALL_TOPICS + LIFECYCLE_TOPICS
 SCHEMA_OF_TOPIC = {spec.name: spec.schema for spec in ALL_TOPICS}
 # Raw record kinds (as the simulator and pack readers name them) and their input topics.
 RAW_TOPIC_OF_KIND = {"vibration": PUMP_VIBRATION_RAW, "process": PUMP_PROCESS_RAW}
 
 
 RAW_TOPICS = frozenset({PUMP_VIBRATION_RAW, PUMP_PROCESS_RAW, WEARABLE_IMU_RAW})
+
+
+def spec_partitions(spec: TopicSpec, settings: Settings) -> int:
+    return spec.partitions or settings.partitions
 
 
 def topic_configs(spec: TopicSpec, settings: Settings) -> dict[str, str]:
@@ -111,8 +139,8 @@ def check_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, ti
             drift.append(TopicDrift(name, "exists", "yes", "no"))
             continue
         present.append((spec, name))
-        if len(topic.partitions) != settings.partitions:
-            drift.append(TopicDrift(name, "partitions", str(settings.partitions), str(len(topic.partitions))))
+        if len(topic.partitions) != spec_partitions(spec, settings):
+            drift.append(TopicDrift(name, "partitions", str(spec_partitions(spec, settings)), str(len(topic.partitions))))
         replicas = {len(p.replicas) for p in topic.partitions.values()}
         if replicas != {settings.replication}:
             drift.append(TopicDrift(name, "replication", str(settings.replication), ",".join(map(str, sorted(replicas)))))
@@ -138,7 +166,7 @@ def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS, t
     admin = AdminClient(settings.confluent_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
-        NewTopic(settings.topic(spec.name), settings.partitions, settings.replication, config=topic_configs(spec, settings))
+        NewTopic(settings.topic(spec.name), spec_partitions(spec, settings), settings.replication, config=topic_configs(spec, settings))
         for spec in specs
         if settings.topic(spec.name) not in existing
     ]

@@ -14,6 +14,10 @@ import numpy as np
 
 from vigil.models.features import PROCESS_INPUTS
 
+# models.control records (vigil.models.lifecycle.change_problem): the change is not applied
+CONTROL_REASONS = ("unknown_tier", "unknown_alias", "unknown_action", "share_out_of_range", "bad_sha256",
+                   "unknown_version")  # unknown_version: no such version in the worker's registry
+
 REASONS = (
     "undecodable",  # not Confluent-framed Avro, corrupt body, samples not float32-aligned
     "unknown_schema_id",  # framing fine, id unknown to the manifest / registry
@@ -29,6 +33,7 @@ REASONS = (
     "unsupported_rate",  # a wearable sampling rate the active fall model was not trained for
     "unknown_request",  # an answer to a confirmation request this wearer was never sent
     "processing_error",  # the stage raised on this record (a bug to fix; the record is kept for replay)
+    *CONTROL_REASONS,
 )
 
 

@@ -44,7 +44,7 @@ def test_evaluate_pumps_json_has_the_contract_keys(trained_registry, synthetic_p
     assert report["detected"] == len(onsets) and report["false_alarm_assets"] == 0
 
 
-def test_tune_writes_the_cheapest_threshold_and_models_rollback_undoes_a_promotion(trained_registry, synthetic_packs, tmp_path):
+def test_tune_writes_the_cheapest_threshold_and_a_promotion_needs_the_broker(trained_registry, synthetic_packs, tmp_path):
     env, report = trained_registry
     _, (pack, _) = synthetic_packs
     out = vigil("tune", "--pack", str(pack), "--candidates", "2", "4", "1000000", "--json", env=env)
@@ -58,14 +58,13 @@ def test_tune_writes_the_cheapest_threshold_and_models_rollback_undoes_a_promoti
 
     listed = json.loads(vigil("models", "list", "--json", env=env).stdout)
     assert {(r["tier"], r["active"]) for r in listed} == {("edge", True), ("cloud", True)}
-    # A second cloud version, promoted, then rolled back.
+    # Promotions go through the broker (tests/integration/test_model_lifecycle.py); without one, nothing changes.
     second = registry.save("cloud", registry.load("cloud")[0], {"note": "candidate"})
-    assert vigil("models", "promote", "cloud", second, env=env).returncode == 0
-    assert registry.active_version("cloud") == second
-    rolled = json.loads(vigil("models", "rollback", "cloud", "--json", env=env).stdout)
-    assert rolled["active"] == report["cloud_version"] == registry.active_version("cloud")
+    out = vigil("models", "promote", "cloud", second, "--why", "candidate", env={**env, "VIGIL_BROKER": ""})
+    assert out.returncode == 2 and "VIGIL_BROKER" in out.stderr, out.stderr
+    assert registry.active_version("cloud") == report["cloud_version"]
     shown = json.loads(vigil("models", "show", "cloud", "--json", env=env).stdout)
-    assert shown["active"] and [h["action"] for h in shown["history"]] == ["save", "promote", "rollback"]
+    assert shown["active"] and [h["action"] for h in shown["history"]] == ["save"]
 
 
 def test_commands_without_models_or_with_a_tampered_one_say_what_to_do(trained_registry, synthetic_packs, tmp_path):

@@ -16,7 +16,7 @@ from vigil.streams.devtools.broker import APACHE_KAFKA, NOIDA_DB, broker_kind_re
 from vigil.streams.devtools.kafka import KafkaCluster, KafkaUnavailable, find_java
 from vigil.streams.devtools.noida import kafka_answers
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import check_topics, ensure_topics
+from vigil.streams.runtime.topics import ALL_TOPICS, check_topics, ensure_topics
 
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -106,7 +106,7 @@ def test_a_three_node_cluster_gets_replicated_topics_and_vigil_topics_reports_dr
         settings = Settings(broker_hosts=tuple(cluster.bootstrap.split(",")), topic_prefix="drift.", partitions=2, replication=3)
         assert settings.effective_min_insync_replicas == 2
         created = ensure_topics(settings)
-        assert len(created) == 15 and check_topics(settings) == []
+        assert len(created) == len(ALL_TOPICS) == 22 and check_topics(settings) == []
         admin = AdminClient(settings.confluent_config())
         raw = ConfigResource(ConfigResource.Type.TOPIC, "drift.pump.vibration.raw", incremental_configs=[
             ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])

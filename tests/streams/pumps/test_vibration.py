@@ -4,7 +4,7 @@ import pytest
 from vigil.streams.devtools.malformed import MALFORMED_VIBRATION, MISALIGNED_SAMPLES, malformed_vibration
 from vigil.streams.pumps.vibration import VibrationAssetState, VibrationStage
 from vigil.streams.runtime.stage import RawMessage
-from vigil.streams.runtime.validation import REASONS, VibrationLimits
+from vigil.streams.runtime.validation import CONTROL_REASONS, REASONS, VibrationLimits
 
 MAX_SAMPLES = 5000
 
@@ -54,9 +54,10 @@ def test_every_reason_code_dead_letters_with_the_original_bytes(stage, chunk, as
 
 
 def test_the_reason_codes_cover_the_contract():
-    # The rest belong to other stages: the edge stage, any stage that raises, and the fall topology
-    # (tests/streams/falls).
-    assert set(MALFORMED_VIBRATION) | {"unsupported_feature_set", "processing_error", "unsupported_rate", "unknown_request"} == set(REASONS)
+    # The rest belong to other stages: the edge stage, any stage that raises, the fall topology
+    # (tests/streams/falls) and models.control (tests/streams/lifecycle).
+    assert set(MALFORMED_VIBRATION) | {"unsupported_feature_set", "processing_error", "unsupported_rate", "unknown_request"} \
+        | set(CONTROL_REASONS) == set(REASONS)
 
 
 def test_samples_that_are_not_whole_float32_are_undecodable(stage, chunk, codec):
