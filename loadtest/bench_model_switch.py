@@ -13,6 +13,10 @@ Reported over the promotions, p50/p95/max in seconds:
 * ``first_output_s``: the change's timestamp to the first edge score that names the new version (its
   producer timestamp); this includes the wait for the next batch.
 
+Also how long a promotion takes on the operator's side (the first one of a version also publishes its
+artifact to models.artifacts in the same transaction) and how long an empty registry takes to fetch the
+edge version from the topic (as a worker on another machine does).
+
 And the check that no window was scored twice or left unscored across all switches, by (asset, stream,
 seq); artifact size and load time (sha256 check and unpickling) per tier.
 """
@@ -96,6 +100,7 @@ def main() -> None:
     from vigil.streams.devtools.broker import start_dev_broker
     from vigil.streams.devtools.producer import RecordProducer
     from vigil.streams.devtools.worker_process import launch_worker
+    from vigil.streams.lifecycle.artifacts import fetch_artifact
     from vigil.streams.lifecycle.control import ModelChanges
     from vigil.streams.pumps.training import PumpTrainingConfig, fit_pump_models, simulated_healthy_features, train_pumps_simulated
     from vigil.streams.runtime.codec import AvroCodec
@@ -143,11 +148,13 @@ def main() -> None:
         feeder.start()
         while len(scores) < 2 * args.pumps * 35:  # warm: every stream past its baseline
             time.sleep(0.5)
-        changes, lifecycle = [], ModelChanges(settings, registry)
+        changes, lifecycle, promote_s = [], ModelChanges(settings, registry), []
         for i in range(args.promotions):
             version = v2 if i % 2 == 0 else v1
+            start = time.perf_counter()
             changes.append(lifecycle.promote(EDGE_TIER, version, why=f"bench switch {i}", who="bench"))
-            time.sleep(args.every_s)
+            promote_s.append(time.perf_counter() - start)
+            time.sleep(max(0.0, args.every_s - promote_s[-1]))
         feeder.join()
         deadline = time.monotonic() + 120
         while len(scores) < len(windows) and time.monotonic() < deadline:
@@ -167,6 +174,13 @@ def main() -> None:
             if first is not None:
                 first_output.append((first - change["at_ms"]) / 1000)
         counts = Counter((s["asset_id"], s["stream"], s["seq"]) for _, s in scores)
+        fetch_s = []
+        for i in range(3):  # a worker on another machine: an empty registry, the version only on models.artifacts
+            empty = ModelRegistry(tmp / f"empty-{i}")
+            start = time.perf_counter()
+            problem = fetch_artifact(settings, empty, EDGE_TIER, v2)
+            fetch_s.append(time.perf_counter() - start)
+            assert problem is None and empty.load(EDGE_TIER, v2)[1]["sha256"] == registry.metadata(EDGE_TIER, v2)["sha256"], problem
         expected = {(w["asset_id"], w["stream"], w["seq"]) for w in windows}
         out = {
             "broker": broker_name, "cores": os.cpu_count(), "promotions": len(changes), "every_s": args.every_s,
@@ -176,6 +190,10 @@ def main() -> None:
             "versions_scored": dict(Counter(s["model_version"] for _, s in scores)), "v1": v1, "v2": v2,
             "refusals": [e for _, e in events if e["kind"] != "model_switched"],
             "artifacts": _artifact_costs(registry),
+            # the first promotion of each version also publishes its chunks to models.artifacts (in the transaction)
+            "promote_s": {"first_of_each_version": [round(x, 3) for x in promote_s[:2]],
+                          "later": _percentiles(promote_s[2:])},
+            "edge_fetch_from_topic_s": [round(x, 3) for x in fetch_s],
         }
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))
 

@@ -161,6 +161,27 @@ class ModelRegistry:
         path = self.root / tier / ACTIVE
         return path.read_text().strip() if path.is_file() else None
 
+    def files(self, tier: str, version: str) -> tuple[bytes, bytes]:
+        """The artifact's bytes and its meta.json's, as stored (for shipping a version to another registry)."""
+        directory = self.root / tier / version
+        if not (directory / METADATA).is_file():
+            raise ModelNotFoundError(f"no version {version!r} of tier {tier!r} under {self.root}")
+        return (directory / ARTIFACT).read_bytes(), (directory / METADATA).read_bytes()
+
+    def install(self, tier: str, version: str, payload: bytes, metadata: bytes) -> None:
+        """Store a version received from another registry, byte for byte; refuses bytes that do not hash to
+        the sha256 their metadata names, or metadata naming another version. Does not activate it."""
+        meta = json.loads(metadata)
+        if (meta.get("tier"), meta.get("version")) != (tier, version):
+            raise ModelIntegrityError(f"metadata names {meta.get('tier')} {meta.get('version')}, not {tier} {version}")
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != meta.get("sha256"):
+            raise ModelIntegrityError(f"{tier} {version}: received bytes hash to {actual}, its metadata says {meta.get('sha256')}")
+        directory = self.root / tier / version
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / ARTIFACT, payload)
+        _atomic_write(directory / METADATA, metadata)  # written last: a version without it does not exist
+
     def load(self, tier: str, version: str | None = None) -> tuple[Any, dict[str, Any]]:
         """Load a version (default: the active one) after checking its sha256."""
         version = version or self.active_version(tier)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console
@@ -26,3 +27,17 @@ def stop_event() -> threading.Event:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+def time_ms(text: str | None) -> int | None:
+    """'2h', '30m', '7d' before now, or an ISO date-time (UTC unless it says otherwise), as epoch ms."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return int((datetime.now(timezone.utc).timestamp() - float(text[:-1]) * units[text[-1]]) * 1000)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO date-time") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() * 1000)

@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.table import Table
 
-from vigil.streams.cli.common import out, print_json
+from vigil.streams.cli.common import out, print_json, time_ms
 from vigil.streams.runtime.settings import Settings
 
 
@@ -67,7 +67,7 @@ def _change(args: argparse.Namespace, settings: Settings, registry: Any) -> int:
         if args.action == "compare":
             from vigil.streams.lifecycle.compare import compare_tier
 
-            report = compare_tier(settings, args.tier, since_ms=_time_ms(args.since), until_ms=_time_ms(args.until))
+            report = compare_tier(settings, args.tier, since_ms=time_ms(args.since), until_ms=time_ms(args.until))
             return _print_comparison(report, args)
         if args.action == "promote":
             if args.alias != "canary" and args.share is not None:
@@ -90,20 +90,6 @@ def _change(args: argparse.Namespace, settings: Settings, registry: Any) -> int:
         out.print(f"{change['tier']}: {change['alias']} is now [bold]{change['version']}[/bold]{share} (was {change['previous_version']}, "
                   f"epoch {change['epoch']}); running workers switch at their next batch")
     return 0
-
-
-def _time_ms(text: str | None) -> int | None:
-    """'2h', '30m', '7d' before now, or an ISO date-time (UTC unless it says otherwise), as epoch ms."""
-    if text is None:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return int((datetime.now(timezone.utc).timestamp() - float(text[:-1]) * units[text[-1]]) * 1000)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO date-time") from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() * 1000)
 
 
 def _print_comparison(report: dict[str, Any], args: argparse.Namespace) -> int:

@@ -97,6 +97,15 @@ class FallSection:
 
 
 @dataclass
+class ModelSection:
+    """The mid-run model change: what happened, each worker's switches, and the windows each edge version scored."""
+
+    summary: list[tuple[str, str]]
+    switch_rows: list[dict[str, Any]]
+    version_rows: list[dict[str, Any]]
+
+
+@dataclass
 class DemoReport:
     title: str
     generated_at: str
@@ -107,6 +116,7 @@ class DemoReport:
     alert_rows: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
     falls: FallSection | None = None
+    models: ModelSection | None = None
 
 
 # --------------------------------------------------------------------------- numbers
@@ -433,6 +443,8 @@ def write_report(report: DemoReport, out_dir: Path) -> Path:
         health_groups=health_groups,
         alerts=_columns(report.alert_rows),
         fall_alerts=_columns(report.falls.alert_rows) if report.falls is not None else None,
+        model_switches=_columns(report.models.switch_rows) if report.models is not None else None,
+        model_versions=_columns(report.models.version_rows) if report.models is not None else None,
         severities=[*SEVERITY_COLOURS.items(), ("other", UNKNOWN_SEVERITY_COLOUR)],
     )
     index = out_dir / "index.html"

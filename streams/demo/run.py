@@ -37,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vigil.streams.demo.falls import FallDemo, FallDemoOptions, prepare_fall_model
+from vigil.streams.demo.lifecycle import DemoModelChange
 from vigil.streams.demo.report import DAY_MS, HOUR_MS
 from vigil.streams.demo.watch import DemoWatcher
 from vigil.streams.runtime.settings import Settings
@@ -58,6 +59,9 @@ class DemoOptions:
     # latencies measure the cascade rather than a backlog the demo itself created.
     publish_share: float = 0.5
     publish_seconds: float | None = None
+    # Share of the publishing after which the demo retrains, shadows and compares; it promotes the candidate
+    # half-way through the rest (streams/demo/lifecycle.py). 0: no model change.
+    retrain_at: float = 0.3
     seed: int = 7
     json: bool = False
     report_dir: Path = Path("vigil-report")
@@ -72,6 +76,8 @@ class DemoOptions:
                 raise ValueError(f"need pumps >= 1 and 0 <= faulty <= pumps, got {self.pumps} and {self.faulty}")
             if self.days * 86400.0 < 4 * self.capture_interval_s:
                 raise ValueError(f"--days {self.days} holds fewer than 4 captures at --capture-interval-s {self.capture_interval_s}")
+        if not 0 <= self.retrain_at < 1:
+            raise ValueError(f"--retrain-at must be in [0, 1), got {self.retrain_at}")
         if self.max_seconds <= 0:
             raise ValueError(f"--max-seconds must be > 0, got {self.max_seconds}")
         if self.publish_seconds is not None and not 0 < self.publish_seconds < self.max_seconds:
@@ -318,6 +324,8 @@ def run_demo(options: DemoOptions) -> int:
         falls = FallDemo(options.falls, settings, codec) if options.falls.enabled else None
         watcher = DemoWatcher(settings, codec, extra=falls.watcher.handlers() if falls is not None else {}).start()
         stack.callback(watcher.stop)
+        model_change = DemoModelChange(settings, codec, retrain_at=options.retrain_at,
+                                       promote_at=options.retrain_at + (1 - options.retrain_at) / 2)
         with console.status("waiting for the worker to join the group ..."):
             joined_s = _wait_until_worker_joined(settings, worker, deadline)
         if joined_s is not None:
@@ -343,6 +351,7 @@ def run_demo(options: DemoOptions) -> int:
                 day = max(0.0, (watcher.latest_event_ms - source.start_ms) / DAY_MS)
                 if step is not None:
                     progress.update(published, completed=step)
+                    model_change.on_step(step, source.total_steps)
                 fall_detail = ""
                 if falls is not None:
                     fw = falls.watcher
@@ -375,6 +384,12 @@ def run_demo(options: DemoOptions) -> int:
             return 1
         cpu_s = _cpu_seconds(worker.pid)
         cascade_s = time.monotonic() - cascade_started
+        if model_change.enabled:
+            with console.status("finishing the model change and counting each version's windows ..."):
+                model_change.finish(timeout_s=max(30.0, deadline - time.monotonic()))
+                lifecycle_summary = model_change.summary()
+        else:
+            lifecycle_summary = {}
         broker_cpu_s = _cpu_seconds_of(broker_pids) - broker_cpu_start if broker_pids else None
         trends = {a.asset_id: _trend_or_none(f"{web}/pumps/{a.asset_id}/trend") for a in source.assets}
         watcher.stop()
@@ -384,6 +399,7 @@ def run_demo(options: DemoOptions) -> int:
     latency_ms = watcher.latency_ms()
     summary = summarize(options, source, stats, watcher, trends, latency_ms, complete=complete,
                         elapsed_s=time.monotonic() - started, worker_cpu_s=cpu_s)
+    summary.update(lifecycle_summary)
     summary["broker"] = broker_name
     summary["worker_joined_s"] = None if joined_s is None else round(joined_s, 1)
     # Share of one core the broker used while records flowed (publishing until caught up).
@@ -529,6 +545,7 @@ def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatch
     return DemoReport(
         title="vigil demo: pump and fall cascades",
         falls=falls,
+        models=model_section(summary, source),
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         summary=rows,
         funnel=list(summary["funnel"].items()),
@@ -545,6 +562,35 @@ def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatch
             "The responder simulator answers each confirmation request \"I'm OK\" with a fixed probability, whatever happened.",
         ],
     )
+
+
+def model_section(summary: dict[str, Any], source: DemoSource) -> Any:
+    """The report's model-change section from the summary's retrain, switches and versions; None without a change."""
+    from vigil.streams.demo.report import ModelSection
+
+    if "model_switches" not in summary:
+        return None
+    retrain, shadow = summary.get("retrain"), summary.get("shadow_comparison")
+
+    def day(ts_ms: int | None) -> str:
+        return "-" if ts_ms is None else f"{(ts_ms - source.start_ms) / DAY_MS:.2f}"
+
+    rows = [("retrained on", "-" if retrain is None else f"{retrain['windows_kept']} healthy windows of {retrain['assets_kept']} pumps "
+                                                        f"from {retrain['lineage']['topic']} in {retrain['wall_s']} s"),
+            ("candidate", "-" if retrain is None else f"edge {retrain['candidate']['edge']}, cloud {retrain['candidate']['cloud']}"),
+            ("decision", "-" if retrain is None else f"{retrain['decision']}: {'; '.join(retrain['reasons'])}"),
+            ("shadow against active (edge)", "-" if not shadow else
+             f"{shadow['windows_compared']} windows, flags agree on {shadow['flag_agreement']}, score Spearman {shadow['score_spearman']}"),
+            ("windows scored twice / never", f"{summary['windows_scored_twice']} / {summary['windows_unscored']} (every window of "
+                                             "pump.features against pump.scores.edge, by asset, stream and seq)")]
+    if summary.get("model_change_error"):
+        rows.append(("error", summary["model_change_error"]))
+    switches = [{"tier": m["tier"], "alias": m["alias"], "what": m["kind"].replace("model_", ""), "from": m["from"] or "-",
+                 "to": m["to"] or "-", "worker": m["worker"], "switch (s)": m["switch_s"]} for m in summary["model_switches"]]
+    versions = [{"edge version": v, "windows": r["windows"], "first window (day)": day(r["first_ts_ms"]),
+                 "last window (day)": day(r["last_ts_ms"])}
+                for v, r in sorted(summary["versions_scored"].items(), key=lambda item: item[1]["first_ts_ms"] or 0)]
+    return ModelSection(rows, switches, versions)
 
 
 def fall_lines(f: dict[str, Any]) -> list[tuple[str, str]]:
@@ -618,6 +664,16 @@ def print_summary(summary: dict[str, Any]) -> None:
         for label, text in fall_lines(f):
             rows.add_row(label, text)
         out.print(rows)
+    if "model_switches" in summary:
+        switches = Table(title=f"model change: {len(summary['model_switches'])} switches; windows scored twice "
+                               f"{summary['windows_scored_twice']}, never {summary['windows_unscored']}")
+        for column in ("tier", "alias", "what", "from", "to", "switch"):
+            switches.add_column(column)
+        for m in summary["model_switches"]:
+            switches.add_row(m["tier"], m["alias"], m["kind"].replace("model_", ""), m["from"] or "-", m["to"] or "-", f"{m['switch_s']:.2f} s")
+        out.print(switches)
+        if summary.get("model_change_error"):
+            out.print(f"[yellow]model change: {summary['model_change_error']}[/yellow]")
     out.print(f"report: [bold]{summary.get('report')}[/bold]")
     if not summary["complete"]:
         out.print("[yellow]the run hit its time bound before the cascade caught up; the numbers cover what got through[/yellow]")

@@ -19,11 +19,13 @@ from typing import Any, Mapping
 
 from vigil.models.lifecycle import TOPOLOGY_OF_TIER, change_problem, control_key, current_changes, rollback_target
 from vigil.models.registry import ModelIntegrityError, ModelNotFoundError, ModelRegistry
+from vigil.streams.lifecycle.artifacts import version_chunks
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import LIFECYCLE_TOPICS, MODELS_AUDIT, MODELS_CONTROL, SCHEMA_OF_TOPIC, ensure_topics
+from vigil.streams.runtime.topics import LIFECYCLE_TOPICS, MODELS_ARTIFACTS, MODELS_AUDIT, MODELS_CONTROL, SCHEMA_OF_TOPIC, ensure_topics
 
 CHANGE_SCHEMA = SCHEMA_OF_TOPIC[MODELS_CONTROL]
+CHUNK_SCHEMA = SCHEMA_OF_TOPIC[MODELS_ARTIFACTS]
 
 
 class ChangeRefused(ValueError):
@@ -118,6 +120,26 @@ class ModelChanges:
     def promote(self, tier: str, version: str, *, why: str, who: str | None = None, alias: str = "active",
                 share: float = 1.0, action: str = "promote") -> dict[str, Any]:
         """Write the change (after checking it) and return it."""
+        return self.promote_together([(tier, version)], why=why, who=who, alias=alias, share=share, action=action)[0]
+
+    def promote_together(self, versions: list[tuple[str, str]], *, why: str, who: str | None = None, alias: str = "active",
+                         share: float = 1.0, action: str = "promote") -> list[dict[str, Any]]:
+        """Several tiers' changes in one transaction (a retrained edge and cloud pair): all are written or none."""
+        records, artifacts, changes = [], [], []
+        for tier, version in versions:
+            change, retirement, artifact = self._prepare(tier, version, why=why, who=who, alias=alias, share=share, action=action)
+            changes.append(change)
+            records += [change] + ([retirement] if retirement else [])
+            artifacts += artifact
+        self._write(*records, artifact=artifacts)
+        if alias == "active":
+            for change in changes:
+                self.registry.activate(change["tier"], change["version"], action=action)
+        return changes
+
+    def _prepare(self, tier: str, version: str, *, why: str, who: str | None, alias: str, share: float,
+                 action: str) -> tuple[dict[str, Any], dict[str, Any] | None, list[tuple[bytes, dict[str, Any]]]]:
+        """(the change, the canary's retirement when the canary's version becomes active, the artifact chunks to publish)."""
         if tier not in TOPOLOGY_OF_TIER:
             raise ChangeRefused(f"unknown tier {tier!r}: one of {sorted(TOPOLOGY_OF_TIER)}")
         if not why.strip():
@@ -130,7 +152,8 @@ class ModelChanges:
         except ModelIntegrityError as exc:
             raise ChangeRefused(f"refusing to promote a tampered artifact: {exc}") from None
         ensure_topics(self.settings, LIFECYCLE_TOPICS)
-        current = self.in_force(tier, alias)
+        in_force = current_changes(read_changes(self.settings, MODELS_CONTROL, self.codec))
+        current = in_force.get(control_key(tier, alias))
         if current is not None and current["action"] == "retire":
             current_version = None
         elif current is not None:
@@ -148,16 +171,13 @@ class ModelChanges:
             raise ChangeRefused(f"{problem[0]}: {problem[1]}")
         if current_version == version and current is not None and (alias != "canary" or current["share"] == change["share"]):
             raise ChangeRefused(f"{tier} {alias} is already {version}")
-        canary = self.in_force(tier, "canary") if alias == "active" else None
+        canary = in_force.get(control_key(tier, "canary")) if alias == "active" else None
+        retirement = None
         if canary is not None and canary["version"] == version and canary["action"] != "retire":
             # The canary becomes the active model for every asset, so the canary alias ends in the same transaction
             # (after the promotion: its assets never fall back to the old active model in between).
-            self._write(change, self._retirement(tier, "canary", why=f"promoted to active: {why}", who=who, current=canary))
-        else:
-            self._write(change)
-        if alias == "active":
-            self.registry.activate(tier, version, action=action)
-        return change
+            retirement = self._retirement(tier, "canary", why=f"promoted to active: {why}", who=who, current=canary)
+        return change, retirement, self._unpublished(tier, version, sha256)
 
     def retire(self, tier: str, alias: str, *, why: str, who: str | None = None) -> dict[str, Any]:
         """End a shadow or a canary: workers stop serving it at their next batch."""
@@ -194,8 +214,14 @@ class ModelChanges:
                                     "name one with --to")
         return self.promote(tier, to, why=why, who=who, alias=alias, action="rollback")
 
-    def _write(self, *changes: Mapping[str, Any]) -> None:
-        """All ``changes`` or none, each to models.audit and models.control."""
+    def _unpublished(self, tier: str, version: str, sha256: str) -> list[tuple[bytes, dict[str, Any]]]:
+        """The version's models.artifacts chunks, unless an earlier change already published these bytes."""
+        if any(c["tier"] == tier and c["version"] == version and c["sha256"] == sha256 for c in self.history(tier)):
+            return []
+        return version_chunks(self.registry, tier, version)
+
+    def _write(self, *changes: Mapping[str, Any], artifact: list[tuple[bytes, dict[str, Any]]] = ()) -> None:
+        """All ``changes`` or none, each to models.audit and models.control, after the artifact's chunks."""
         from confluent_kafka import KafkaException, Producer
 
         producer = Producer(self.settings.confluent_config(**{
@@ -205,6 +231,10 @@ class ModelChanges:
         try:
             producer.init_transactions(30)
             producer.begin_transaction()
+            chunk_topic = self.settings.topic(MODELS_ARTIFACTS)
+            for key, chunk in artifact:
+                producer.produce(chunk_topic, key=key, value=self.codec.encode(chunk_topic, CHUNK_SCHEMA, chunk))
+                producer.poll(0)
             for change in changes:
                 key = control_key(change["tier"], change["alias"]).encode()
                 for topic in (MODELS_AUDIT, MODELS_CONTROL):

@@ -34,6 +34,8 @@ CHANGE_SCHEMA = SCHEMA_OF_TOPIC[MODELS_CONTROL]
 EVENT_SCHEMA = SCHEMA_OF_TOPIC[OPS_EVENTS]
 # Given the models a swap would leave serving, per tier: why they cannot serve together, or None.
 PairCheck = Callable[[Mapping[str, Any]], "str | None"]
+# Installs (tier, version) into the worker's registry from elsewhere (models.artifacts): None once done, else why not.
+Fetch = Callable[[str, str], "str | None"]
 
 
 @dataclass
@@ -52,6 +54,7 @@ class ControlApplier:
     registry: ModelRegistry
     codec: AvroCodec
     pair_check: PairCheck | None = None
+    fetch: Fetch | None = None
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     applied_epochs: dict[str, int] = field(default_factory=dict)
 
@@ -81,7 +84,7 @@ class ControlApplier:
         if change["version"] == previous and (alias != "canary" or change["share"] == stage.models.canary_share):
             return ControlOutcome()
         try:
-            model, meta = self.registry.load(change["tier"], change["version"])
+            model, meta = self._load(change["tier"], change["version"])
         except ModelNotFoundError as exc:
             return self._rejected(message, change, "unknown_version", str(exc))
         except ModelIntegrityError as exc:
@@ -101,6 +104,18 @@ class ControlApplier:
         share = f" for {change['share']:.0%} of assets" if alias == "canary" else ""
         return ControlOutcome(self._event("model_switched", message, change, stage, "switched",
                                           f"{alias} {previous or 'none'} -> {change['version']}{share}"))
+
+    def _load(self, tier: str, version: str) -> tuple[Any, dict[str, Any]]:
+        """From this worker's registry, fetching the version first when the registry lacks it."""
+        try:
+            return self.registry.load(tier, version)
+        except ModelNotFoundError as exc:
+            if self.fetch is None:
+                raise
+            why_not = self.fetch(tier, version)
+            if why_not is not None:
+                raise ModelNotFoundError(f"{exc}; {why_not}") from None
+        return self.registry.load(tier, version)
 
     def _serving_changed(self, change: Mapping[str, Any], previous: str | None, version: str | None) -> None:
         tier, alias = change["tier"], change["alias"]

@@ -149,13 +149,19 @@ def create_app(
 def _register_model_control(app: VigilApp, settings: Settings, codec: AvroCodec, stages: dict[str, Any]) -> None:
     """Follow models.control from the worker's start: promotions and rollbacks swap models between batches."""
     from vigil.models.registry import ModelRegistry
+    from vigil.streams.lifecycle.artifacts import fetch_artifact
     from vigil.streams.lifecycle.watcher import ControlApplier, ModelControlWatcher
     from vigil.streams.pumps.training import pump_pair_problem
 
     def pair_check(serving: dict[str, Any]) -> str | None:
         return pump_pair_problem(serving[EDGE_TIER], serving[CLOUD_TIER])
 
-    applier = ControlApplier(stages, ModelRegistry(settings.models_dir), codec, pair_check)
+    registry = ModelRegistry(settings.models_dir)
+
+    def fetch(tier: str, version: str) -> str | None:
+        return fetch_artifact(settings, registry, tier, version, codec)
+
+    applier = ControlApplier(stages, registry, codec, pair_check, fetch)
     watcher = ModelControlWatcher(settings, applier)
     app.model_control = watcher  # `vigil worker` starts it before the agents (ModelControlWatcher.start)
 

@@ -37,6 +37,7 @@ FALL_DEADLETTER = "fall.deadletter"
 
 MODELS_CONTROL = "models.control"
 MODELS_AUDIT = "models.audit"
+MODELS_ARTIFACTS = "models.artifacts"
 MODELS_DEADLETTER = "models.deadletter"
 OPS_EVENTS = "ops.events"
 
@@ -81,6 +82,8 @@ LIFECYCLE_TOPICS: tuple[TopicSpec, ...] = (
               {"cleanup.policy": "compact"}, partitions=1),
     TopicSpec(MODELS_AUDIT, "vigil.lifecycle.ModelChange", "every model change in order: who, why, when; kept forever",
               {"retention.ms": "-1"}, partitions=1),
+    TopicSpec(MODELS_ARTIFACTS, "vigil.lifecycle.ArtifactChunk", "registry versions in 512 KiB chunks, for workers without the trainer's disk",
+              {"cleanup.policy": "compact"}, partitions=1),
     TopicSpec(MODELS_DEADLETTER, "vigil.common.DeadLetter", "control records workers refused, with the reason", partitions=1),
     TopicSpec(OPS_EVENTS, "vigil.ops.OpsEvent", "what workers did or refused: model switches, refused models, rejected control records",
               partitions=1),

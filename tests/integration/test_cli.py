@@ -101,7 +101,7 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
         [sys.executable, "-m", "vigil", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--publish-seconds", "30",
-         "--max-seconds", "240", "--wearers", "4", "--trials-per-wearer", "8", "--json"],
+         "--max-seconds", "240", "--wearers", "4", "--trials-per-wearer", "8", "--retrain-at", "0.5", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -117,6 +117,21 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     assert 0 < summary["lead_hours"][summary["faulty"][0]] < 72
     assert summary["trends_served"] == 4
     assert summary["latency"]["end to end: raw -> pump.scores.cloud"]["n"] == funnel["scored"]
+
+    # Mid-run the demo retrained on pump.features, shadowed the pair, compared and promoted it: both tiers switched
+    # (and their shadows were retired) in the one worker, and no window was scored twice or skipped across the switch.
+    retrain = summary["retrain"]
+    assert summary["model_change_error"] is None and retrain["decision"] == "shadow" and retrain["assets_kept"] >= 3
+    switched = {(m["tier"], m["alias"], m["kind"]): m for m in summary["model_switches"]}
+    assert set(switched) == {(t, a, k) for t in ("edge", "cloud") for a, k in (("shadow", "model_switched"), ("active", "model_switched"),
+                                                                                  ("shadow", "model_retired"))}
+    assert switched[("edge", "active", "model_switched")]["to"] == retrain["candidate"]["edge"]
+    assert switched[("edge", "active", "model_switched")]["from"] == retrain["active"]["edge"]
+    assert all(0 <= m["switch_s"] < 30 for m in summary["model_switches"])
+    assert summary["windows_scored_twice"] == 0 and summary["windows_unscored"] == 0
+    assert sum(v["windows"] for v in summary["versions_scored"].values()) == funnel["windows"]
+    assert set(summary["versions_scored"]) <= {retrain["active"]["edge"], retrain["candidate"]["edge"]}
+    assert summary["shadow_comparison"]["windows_compared"] > 0
 
     # The fall cascade ran beside the pumps: 4 synthetic wearers, 2 falls each, every request settled.
     falls = summary["falls"]
@@ -136,6 +151,7 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     assert plots == sorted(["funnel.svg", "latency.svg", "falls-funnel.svg", "falls-latency.svg"] + [f"health-pump-{i:03d}.svg" for i in range(4)])
     page = (report / "index.html").read_text()
     assert page.count("<svg") == len(plots) and summary["faulty"][0] in page
+    assert "Model change during the run" in page and retrain["candidate"]["edge"] in page
 
 
 @pytest.mark.broker
@@ -148,7 +164,7 @@ def test_the_demo_replays_a_pack_and_raises_the_alerts_the_offline_cascade_raise
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
         [sys.executable, "-m", "vigil", "demo", "--pack", str(pack), "--publish-seconds", "30", "--max-seconds", "240",
-         "--wearers", "0", "--json"],
+         "--wearers", "0", "--retrain-at", "0", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )
     assert out.returncode == 0, out.stderr[-3000:]

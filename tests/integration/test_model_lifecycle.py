@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -13,10 +14,14 @@ from tests.fixtures.models import BASELINE_WINDOWS
 from tests.integration.test_cli import vigil
 from vigil.models.registry import EDGE_TIER, ModelRegistry
 from vigil.streams.devtools.producer import RecordProducer
+from vigil.streams.lifecycle.artifacts import artifact_chunks
 from vigil.streams.pumps.edge import EdgeStage
 from vigil.streams.pumps.offline import OfflinePumpPipeline
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.settings import Settings
 from vigil.streams.runtime.stage import RawMessage
 from vigil.streams.runtime.topics import (
+    MODELS_ARTIFACTS,
     MODELS_CONTROL,
     MODELS_DEADLETTER,
     OPS_EVENTS,
@@ -42,11 +47,12 @@ def windows(simulated_fleet):
 
 @pytest.fixture
 def registries(two_edge_versions, tmp_path):
-    """The operator's registry (the CLI writes its ACTIVE file) and a worker's copy that nothing but models.control
-    changes: the worker shares the artifacts, not the operator's ACTIVE file."""
+    """The operator's registry and a worker's, on machines that share no disk: the worker has v1 (its active edge
+    model) but not v2, which it must fetch from models.artifacts; nothing but models.control changes what it serves."""
     registry, v1, v2 = two_edge_versions
     worker_root = tmp_path / "worker-models"
     shutil.copytree(registry.root, worker_root)
+    shutil.rmtree(worker_root / EDGE_TIER / v2)
     return registry, ModelRegistry(worker_root), v1, v2
 
 
@@ -63,23 +69,41 @@ def step_of(window, first_seq):
     return window["seq"] - first_seq[(window["asset_id"], window["stream"])]
 
 
-def test_promote_and_rollback_switch_a_running_worker_and_bad_changes_are_refused(broker_settings, registries, windows,
-                                                                                  start_worker, codec):
-    operator, worker_registry, v1, v2 = registries
+@dataclass
+class LifecycleRun:
+    """A worker's settings (its own registry), the operator's CLI environment, the windows cut into PHASES, and a sender."""
+
+    settings: Settings
+    cli_env: dict[str, str]
+    first_seq: dict[tuple[str, str], int]
+    phases: list[list[dict]]
+    producer: RecordProducer
+    codec: AvroCodec
+
+    def send(self, batch):
+        topic = self.settings.topic(PUMP_FEATURES)
+        for w in batch:
+            self.producer.send_raw(PUMP_FEATURES, w["asset_id"].encode(), self.codec.encode(topic, SCHEMA_OF_TOPIC[PUMP_FEATURES], w))
+        self.producer.flush()
+
+
+@pytest.fixture
+def run(broker_settings, registries, windows, codec):
+    operator, worker_registry, _, _ = registries
     settings = replace(broker_settings, models_dir=worker_registry.root, baseline_windows=BASELINE_WINDOWS)
-    cli_env = {**replace(settings, models_dir=operator.root).to_env(), "VIGIL_LOG_LEVEL": "warning"}
     ensure_topics(settings)
     first_seq = {}
     for w in windows:
         first_seq.setdefault((w["asset_id"], w["stream"]), w["seq"])
     phases = [[w for w in windows if lo <= step_of(w, first_seq) < hi] for lo, hi in zip(PHASES, PHASES[1:])]
-    producer = RecordProducer(settings, codec)
-    features_topic = settings.topic(PUMP_FEATURES)
+    return LifecycleRun(settings, replace(settings, models_dir=operator.root).to_env(), first_seq, phases,
+                        RecordProducer(settings, codec), codec)
 
-    def send(batch):
-        for w in batch:
-            producer.send_raw(PUMP_FEATURES, w["asset_id"].encode(), codec.encode(features_topic, SCHEMA_OF_TOPIC[PUMP_FEATURES], w))
-        producer.flush()
+
+def test_promote_and_rollback_switch_a_running_worker_and_bad_changes_are_refused(run, registries, windows, start_worker, codec,
+                                                                                  broker):
+    operator, worker_registry, v1, v2 = registries
+    settings, cli_env, first_seq, phases, producer, send = run.settings, run.cli_env, run.first_seq, run.phases, run.producer, run.send
 
     def scores_so_far(expected):
         return consume_all(settings, PUMP_SCORES_EDGE, expected, timeout_s=90,
@@ -99,6 +123,7 @@ def test_promote_and_rollback_switch_a_running_worker_and_bad_changes_are_refuse
     assert (change["version"], change["previous_version"], change["epoch"]) == (v2, v1, 1)
     switched = events(1)
     assert [(e["kind"], e["version"], e["detail"]) for e in switched] == [("model_switched", v2, f"active {v1} -> {v2}")], worker.log()
+    assert worker_registry.files(EDGE_TIER, v2) == operator.files(EDGE_TIER, v2)  # fetched from models.artifacts
     send(phases[1])
 
     rolled = vigil("models", "rollback", "edge", "--why", "v2 flags too much", "--who", "ben", "--json", env=cli_env)
@@ -114,11 +139,23 @@ def test_promote_and_rollback_switch_a_running_worker_and_bad_changes_are_refuse
                 {**good, "epoch": 12, "share": 2.0}):
         producer.send_raw(MODELS_CONTROL, b"pumps|edge|active", codec.encode(control_topic, SCHEMA_OF_TOPIC[MODELS_CONTROL], bad))
     producer.send_raw(MODELS_CONTROL, b"pumps|edge|active", b"\x07 not a change")
+    # A version whose chunks on models.artifacts were altered after their metadata was written.
+    payload, metadata = operator.files(EDGE_TIER, v2)
+    forged = v2.replace("edge-", "edge-forged-")
+    forged_meta = json.dumps({**json.loads(metadata), "version": forged}).encode()
+    chunks_topic = settings.topic(MODELS_ARTIFACTS)
+    for key, chunk in artifact_chunks(EDGE_TIER, forged, payload[:-1] + b"\x00", forged_meta, json.loads(metadata)["sha256"]):
+        producer.send_raw(MODELS_ARTIFACTS, key, codec.encode(chunks_topic, SCHEMA_OF_TOPIC[MODELS_ARTIFACTS], chunk))
+    producer.send_raw(MODELS_CONTROL, b"pumps|edge|active",
+                      codec.encode(control_topic, SCHEMA_OF_TOPIC[MODELS_CONTROL], {**good, "epoch": 13, "version": forged}))
     producer.flush()
-    findings = events(6)[2:]
+    findings = events(7)[2:]
     assert [(e["kind"], e["reason"], e["serving_version"]) for e in findings] == [
         ("control_rejected", "unknown_version", v1), ("model_refused", "sha256_mismatch", v1),
-        ("control_rejected", "share_out_of_range", v1), ("control_rejected", "undecodable", None)]
+        ("control_rejected", "share_out_of_range", v1), ("control_rejected", "undecodable", None),
+        ("model_refused", "integrity", v1)]
+    assert "not on" in findings[0]["detail"] and "hash to" in findings[-1]["detail"]
+    assert not (worker_registry.root / EDGE_TIER / forged).exists()
     letters = [v for _, v in consume_all(settings, MODELS_DEADLETTER, 3, timeout_s=10,
                                          decode=lambda b: codec.decode(b, SCHEMA_OF_TOPIC[MODELS_DEADLETTER]))]
     assert sorted(d["reason"] for d in letters) == ["share_out_of_range", "undecodable", "unknown_version"]
@@ -143,9 +180,33 @@ def test_promote_and_rollback_switch_a_running_worker_and_bad_changes_are_refuse
     assert history.returncode == 0, history.stderr
     assert [(h["action"], h["from"], h["to"], h["who"], h["why"]) for h in json.loads(history.stdout)] == [
         ("promote", v1, v2, "ana", "fitted on the newer fleet"), ("rollback", v2, v1, "ben", "v2 flags too much")]
-    serving = {k: v for k, v in worker.metrics().items() if k.startswith("vigil_model_serving{") and 'alias="active"' in k
-               and 'tier="edge"' in k}
-    assert {k.split('version="')[1].rstrip('"}'): v for k, v in serving.items()} == {v1: 1.0, v2: 0.0}
+
+    def serving_edge(w, timeout_s=60.0):
+        deadline = time.monotonic() + timeout_s
+        while True:  # the web server comes up after models.control is read
+            try:
+                metrics = w.metrics()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and w.process.poll() is None, w.log()
+                time.sleep(0.5)
+        samples = {k: v for k, v in metrics.items() if k.startswith("vigil_model_serving{") and 'alias="active"' in k
+                   and 'tier="edge"' in k}
+        return {k.split('version="')[1].rstrip('"}'): v for k, v in samples.items()}
+
+    assert serving_edge(worker) == {v1: 1.0, v2: 0.0}
+
+    # After a worker and a broker restart: the same history, and a new worker serves what models.control says.
+    worker.stop()
+    broker.restart()
+    assert json.loads(vigil("models", "history", "edge", "--json", env=cli_env).stdout) == json.loads(history.stdout)
+    replacement = start_worker(settings)
+    # It replays models.control from the beginning before its first batch: the same switches and refusals, in order.
+    replayed = events(14, timeout_s=60)[7:]
+    assert len({e["worker"] for e in replayed}) == 1 and replayed[0]["worker"] != switched[0]["worker"]
+    assert [(e["kind"], e["reason"]) for e in replayed] == [("model_switched", "switched")] * 2 + [
+        (e["kind"], e["reason"]) for e in findings]
+    assert serving_edge(replacement) == {v1: 1.0, v2: 0.0}
 
 
 def test_a_promotion_made_while_no_worker_runs_takes_effect_when_one_starts(broker_settings, registries, windows,
@@ -180,26 +241,13 @@ def test_a_promotion_made_while_no_worker_runs_takes_effect_when_one_starts(brok
     assert [(e["kind"], e["version"]) for e in switched] == [("model_switched", v2)], worker.log()
 
 
-def test_shadow_and_canary_on_a_running_worker_then_the_canary_becomes_active(broker_settings, registries, windows,
-                                                                             start_worker, codec):
+def test_shadow_and_canary_on_a_running_worker_then_the_canary_becomes_active(run, registries, windows, start_worker, codec):
     from vigil.models.lifecycle import canary_position
 
     operator, worker_registry, v1, v2 = registries
-    settings = replace(broker_settings, models_dir=worker_registry.root, baseline_windows=BASELINE_WINDOWS)
-    cli_env = replace(settings, models_dir=operator.root).to_env()
-    ensure_topics(settings)
-    first_seq = {}
-    for w in windows:
-        first_seq.setdefault((w["asset_id"], w["stream"]), w["seq"])
-    phases = [[w for w in windows if lo <= step_of(w, first_seq) < hi] for lo, hi in zip(PHASES, PHASES[1:])]
-    producer = RecordProducer(settings, codec)
-    topic = settings.topic(PUMP_FEATURES)
+    settings, cli_env, phases, send = run.settings, run.cli_env, run.phases, run.send
+    phase_of = {(w["asset_id"], w["stream"], w["seq"]): i for i, phase in enumerate(phases) for w in phase}
     events_seen = 0
-
-    def send(batch):
-        for w in batch:
-            producer.send_raw(PUMP_FEATURES, w["asset_id"].encode(), codec.encode(topic, SCHEMA_OF_TOPIC[PUMP_FEATURES], w))
-        producer.flush()
 
     def change(*args, events=1):
         """Runs `vigil models ARGS --json` and waits for the worker's ``events`` ops events about it."""
@@ -241,7 +289,6 @@ def test_shadow_and_canary_on_a_running_worker_then_the_canary_becomes_active(br
     shadowed = read(PUMP_SCORES_EDGE_SHADOW, len(phases[1]) + len(phases[2]), timeout_s=20)
     assert worker.process.poll() is None, worker.log()
 
-    phase_of = {(w["asset_id"], w["stream"], w["seq"]): i for i, phase in enumerate(phases) for w in phase}
     counts = Counter((s["asset_id"], s["stream"], s["seq"]) for s in served)
     assert len(counts) == len(windows) and set(counts.values()) == {1}
     expected = {v: offline_scores(operator, v, windows, codec) for v in (v1, v2)}

@@ -87,3 +87,17 @@ def test_a_replaced_artifact_is_refused_even_if_it_unpickles(registry, tmp_path)
     (tmp_path / "models" / "edge" / version / "model.pkl").write_bytes(pickle.dumps({"threshold": 0.0}))
     with pytest.raises(ModelIntegrityError, match="refusing to load"):
         registry.load("edge", version)
+
+
+def test_a_version_shipped_to_another_registry_loads_there_and_tampered_bytes_are_refused(registry, tmp_path):
+    version = registry.save("edge", {"w": [1, 2, 3]}, {"note": "shipped"})
+    payload, metadata = registry.files("edge", version)
+    elsewhere = ModelRegistry(tmp_path / "elsewhere")
+    elsewhere.install("edge", version, payload, metadata)
+    model, meta = elsewhere.load("edge", version)
+    assert model == {"w": [1, 2, 3]} and meta["note"] == "shipped"
+    assert elsewhere.active_version("edge") is None  # installed, not activated
+    with pytest.raises(ModelIntegrityError, match="hash to"):
+        elsewhere.install("edge", version, payload[:-1] + b"\x00", metadata)
+    with pytest.raises(ModelIntegrityError, match="not edge other"):
+        elsewhere.install("edge", "other", payload, metadata)

@@ -227,3 +227,30 @@ def _edge_scores_with_flags(edge_stage, codec):
     assert sum(s["flagged"] for s in scores) > 0
     return [RawMessage("pump.scores.edge", 0, i, s["asset_id"].encode(), codec.encode("pump.scores.edge", "vigil.pumps.EdgeScore", s))
             for i, s in enumerate(scores)]
+
+
+def test_a_version_the_worker_lacks_is_fetched_then_served(two_edge_versions, codec, control_message, tmp_path):
+    import shutil
+
+    from vigil.models.registry import ModelRegistry
+
+    operator, v1, v2 = two_edge_versions
+    shutil.copytree(operator.root, tmp_path / "worker")
+    worker = ModelRegistry(tmp_path / "worker")
+    shutil.rmtree(worker.root / EDGE_TIER / v2)
+    asked = []
+
+    def fetch(tier, version):
+        asked.append((tier, version))
+        if version != v2:
+            return f"{tier} {version} is not on the artifacts topic either"
+        worker.install(tier, version, *operator.files(tier, version))
+        return None
+
+    stage = EdgeStage(codec, worker.load(EDGE_TIER, v1)[0], v1)
+    applier = ControlApplier({EDGE_TIER: stage}, worker, codec, fetch=fetch)
+    assert applier.apply(control_message(operator, v2)).event["kind"] == "model_switched"
+    assert stage.model_version == v2 and asked == [(EDGE_TIER, v2)]
+    missing = applier.apply(control_message(operator, "edge-20990101T000000000000-deadbeef", epoch=2))
+    assert missing.dead_letter["reason"] == "unknown_version" and "not on the artifacts topic" in missing.dead_letter["detail"]
+    assert stage.model_version == v2

@@ -1,0 +1,104 @@
+"""Retraining from the stream: which windows count as healthy training data, whether there is enough of it, and the
+promotion gate that judges a candidate against the model it would replace.
+
+The gate is the seed's monthly update: a candidate replaces the active model when,
+on held-back failures, its recall is at most 0.05 lower and its false alarms at most
+50 % higher; otherwise it is kept as a shadow. Pure functions: the CLI reads the
+topics and trains.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class RetrainBounds:
+    min_windows_per_asset: int = 60  # per (asset, stream): a commissioning baseline (30) and as much again to learn from
+    min_assets: int = 3
+    max_deadletter_share: float = 0.05  # of an asset's records; the brief's data-quality line is 1 % of readings fleet-wide
+    max_recall_drop: float = 0.05
+    max_false_alarm_rise: float = 0.5
+
+
+def alert_spans(alerts: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Per asset, the event-time spans of its pump alert episodes, [opened, closed]; an episode never closed runs on.
+
+    >>> alert_spans([{"alert_id": "a", "asset_id": "p1", "kind": "pump.anomaly", "state": "OPEN", "ts_ms": 10, "opened_ts_ms": 10},
+    ...              {"alert_id": "a", "asset_id": "p1", "kind": "pump.anomaly", "state": "CLOSE", "ts_ms": 50, "opened_ts_ms": 10},
+    ...              {"alert_id": "b", "asset_id": "p2", "kind": "pump.anomaly", "state": "OPEN", "ts_ms": 70, "opened_ts_ms": 70}])
+    {'p1': [(10, 50)], 'p2': [(70, inf)]}
+    """
+    episodes: dict[str, dict[str, Any]] = {}
+    for alert in alerts:
+        if not alert["kind"].startswith("pump."):
+            continue
+        episode = episodes.setdefault(alert["alert_id"], {"asset": alert["asset_id"], "opened": alert["opened_ts_ms"], "closed": math.inf})
+        if alert["state"] == "CLOSE":
+            episode["closed"] = alert["ts_ms"]
+    spans: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for episode in episodes.values():
+        spans[episode["asset"]].append((episode["opened"], episode["closed"]))
+    return {asset: sorted(s) for asset, s in sorted(spans.items())}
+
+
+def select_training_windows(windows: Sequence[Mapping[str, Any]], spans: Mapping[str, Sequence[tuple[int, float]]],
+                            deadletters_per_asset: Mapping[str, int], bounds: RetrainBounds = RetrainBounds(),
+                            ) -> tuple[list[Mapping[str, Any]], dict[str, Any], list[str]]:
+    """(the windows to train on, the checks as a report, problems that forbid training).
+
+    A window inside an alert episode of its asset is not healthy; an asset whose dead-letter share is above the
+    bound is left out whole (its data cannot be trusted); a stream with fewer windows than the bound is left out.
+
+    >>> ws = [{"asset_id": f"p{a}", "stream": "vibration/x", "seq": s, "ts_ms": s} for a in range(3) for s in range(70)]
+    >>> kept, checks, problems = select_training_windows(ws, {"p0": [(60, float("inf"))]}, {"p2": 10})
+    >>> len(kept), checks["windows_in_alert_episodes"], checks["streams_too_short"], problems
+    (130, 10, [], ['2 assets with enough healthy windows (at least 60 per stream), 3 needed'])
+    """
+    in_episode = 0
+    healthy: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for w in windows:
+        if any(start <= w["ts_ms"] <= end for start, end in spans.get(w["asset_id"], ())):
+            in_episode += 1
+            continue
+        healthy[(w["asset_id"], w["stream"])].append(w)
+    records = Counter(w["asset_id"] for w in windows)
+    share = {a: deadletters_per_asset.get(a, 0) / (records[a] + deadletters_per_asset.get(a, 0)) for a in records}
+    untrusted = sorted(a for a, s in share.items() if s > bounds.max_deadletter_share)
+    short = sorted(f"{a}|{s}" for (a, s), ws in healthy.items() if len(ws) < bounds.min_windows_per_asset)
+    kept = [w for (a, s), ws in sorted(healthy.items()) if a not in untrusted and f"{a}|{s}" not in short for w in ws]
+    assets = sorted({w["asset_id"] for w in kept})
+    checks = {
+        "windows_read": len(windows), "windows_in_alert_episodes": in_episode, "windows_kept": len(kept), "assets_kept": assets,
+        "assets_over_deadletter_share": {a: round(share[a], 4) for a in untrusted}, "streams_too_short": short,
+    }
+    problems = []
+    if len(assets) < bounds.min_assets:
+        problems.append(f"{len(assets)} assets with enough healthy windows (at least {bounds.min_windows_per_asset} per stream), "
+                        f"{bounds.min_assets} needed")
+    return kept, checks, problems
+
+
+def promotion_gate(active: Mapping[str, float], candidate: Mapping[str, float],
+                   bounds: RetrainBounds = RetrainBounds()) -> tuple[bool, list[str]]:
+    """Whether the candidate may replace the active model, and why (recall and false alarms on held-back failures).
+
+    >>> promotion_gate({"recall": 0.9, "false_alarms": 2}, {"recall": 0.86, "false_alarms": 3})
+    (True, ['recall 0.860 vs 0.900: drop 0.040 <= 0.05', 'false alarms 3 vs 2: rise 50% <= 50%'])
+    >>> promotion_gate({"recall": 0.9, "false_alarms": 0}, {"recall": 0.9, "false_alarms": 1})[0]
+    False
+    """
+    drop = active["recall"] - candidate["recall"]
+    reasons = [f"recall {candidate['recall']:.3f} vs {active['recall']:.3f}: drop {max(drop, 0.0):.3f} "
+               f"{'<=' if drop <= bounds.max_recall_drop + 1e-12 else '>'} {bounds.max_recall_drop:g}"]
+    allowed = active["false_alarms"] * (1.0 + bounds.max_false_alarm_rise)
+    within = candidate["false_alarms"] <= allowed
+    if active["false_alarms"]:
+        rise = (candidate["false_alarms"] - active["false_alarms"]) / active["false_alarms"]
+        reasons.append(f"false alarms {candidate['false_alarms']:g} vs {active['false_alarms']:g}: rise {max(rise, 0.0):.0%} "
+                       f"{'<=' if within else '>'} {bounds.max_false_alarm_rise:.0%}")
+    else:
+        reasons.append(f"false alarms {candidate['false_alarms']:g} vs none: {'none added' if within else 'any rise from none is too many'}")
+    return drop <= bounds.max_recall_drop + 1e-12 and candidate["false_alarms"] <= allowed, reasons

@@ -1,0 +1,73 @@
+"""`vigil retrain pumps`: retrain both pump tiers from the stream, judge, then promote or shadow the candidate."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+from rich.table import Table
+
+from vigil.streams.cli.common import console, out, print_json, stop_event, time_ms
+from vigil.streams.runtime.settings import Settings
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(text: str) -> float:
+    """'90s', '30m', '12h', '7d' -> seconds."""
+    if text[-1:] not in DURATION_UNITS or not text[:-1].replace(".", "", 1).isdigit():
+        raise ValueError(f"{text!r} is not a duration such as 30m, 12h or 7d")
+    return float(text[:-1]) * DURATION_UNITS[text[-1]]
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from vigil.models.retraining import RetrainBounds
+    from vigil.streams.lifecycle.retrain import retrain_pumps
+
+    settings = Settings.from_env()
+    bounds = replace(RetrainBounds(), **{k: v for k, v in {"min_windows_per_asset": args.min_windows, "min_assets": args.min_assets}.items()
+                                           if v is not None})
+    every_s = duration_s(args.every) if args.every else None
+    stop = stop_event() if every_s else None
+    while True:
+        with console.status("retraining") as status:
+            report = retrain_pumps(settings, since_ms=time_ms(args.since), until_ms=time_ms(args.until), judge_pack=args.judge,
+                                   bounds=bounds, who=args.who, progress=lambda step: status.update(step))
+        _print(report, args)
+        if every_s is None or stop is None or stop.wait(every_s):
+            return 0
+
+
+def _print(report: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        print_json(report)
+        return
+    checks = report["checks"]
+    out.print(f"read {checks['windows_read']} windows of {report['lineage']['topic']} (offsets {report['lineage']['offsets']}); "
+              f"kept {checks['windows_kept']} of {len(checks['assets_kept'])} assets, left out {checks['windows_in_alert_episodes']} "
+              f"in alert episodes, {len(checks['streams_too_short'])} short streams, "
+              f"{len(checks['assets_over_deadletter_share'])} assets over the dead-letter share")
+    if "candidate_judgement" in report:
+        table = Table(title=f"judged on {report['judged_on']}")
+        for column in ("pair", "edge", "cloud", "recall", "false alarms", "median lead h"):
+            table.add_column(column)
+        for name in ("active", "candidate"):
+            j = report[f"{name}_judgement"]
+            table.add_row(name, j["models"]["edge"], j["models"]["cloud"], f"{j['recall']:.3f}", str(j["false_alarms"]),
+                          str(j["median_lead_hours"]))
+        out.print(table)
+    out.print(f"[bold]{report['decision']}[/bold]: {'; '.join(report['reasons'])} ({report['wall_s']} s)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("retrain", help="retrain from the stream; promote the candidate if it passes the gate, else shadow it")
+    p.add_argument("topology", choices=["pumps"], help="pumps (falls: not built yet)")
+    p.add_argument("--since", default=None, help="event time of the first window: a duration before now (7d) or an ISO date-time")
+    p.add_argument("--until", default=None, help="event time after the last window, as --since")
+    p.add_argument("--judge", default=None, help="run-to-failure pack (.npz) of held-back failures to judge both pairs on")
+    p.add_argument("--every", default=None, help="run again after this long (30m, 12h, 7d) until Ctrl-C")
+    p.add_argument("--min-windows", type=int, default=None, help="healthy windows per stream needed (default 60)")
+    p.add_argument("--min-assets", type=int, default=None, help="assets needed (default 3)")
+    p.add_argument("--who", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retrain)

@@ -1,0 +1,119 @@
+"""`vigil retrain pumps`: a candidate pair trained on healthy windows of pump.features, judged against the pair in force.
+
+1. Read ``pump.features`` (whole topic, cut to an event-time range), ``alerts``
+   and ``pump.deadletter``; lineage (topic, partitions, offset ranges) goes
+   into the candidate's metadata.
+2. Keep healthy windows (``vigil.models.retraining.select_training_windows``):
+   none inside an alert episode, no asset with too many dead letters, enough
+   windows per stream; refuse to train otherwise.
+3. Train with the one training path (``fit_pump_models``), save both tiers.
+4. Judge both pairs on held-back failures (a run-to-failure pack) and apply
+   the gate: promote the pair in one transaction, or make it the shadow and
+   say why. Without a pack to judge on, the candidate goes to shadow.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from vigil.models.registry import CLOUD_TIER, EDGE_TIER, ModelRegistry
+from vigil.models.retraining import RetrainBounds, alert_spans, promotion_gate, select_training_windows
+from vigil.streams.lifecycle.control import ModelChanges, read_to_end
+from vigil.streams.pumps.cloud import tuned_thresholds
+from vigil.streams.pumps.training import PumpTrainingConfig, fit_pump_models, save_pump_models
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.settings import Settings
+from vigil.streams.runtime.topics import ALERTS, PUMP_DEADLETTER, PUMP_FEATURES, SCHEMA_OF_TOPIC
+
+logger = logging.getLogger(__name__)
+
+
+def read_feature_windows(settings: Settings, since_ms: int | None, until_ms: int | None,
+                         codec: AvroCodec) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """pump.features windows with event time in [since, until), and their lineage."""
+    schema = SCHEMA_OF_TOPIC[PUMP_FEATURES]
+    windows, offsets = [], defaultdict(list)
+    for record in read_to_end(settings, PUMP_FEATURES, timeout_s=300.0):
+        window = codec.decode(record.value, schema)
+        if (since_ms is None or window["ts_ms"] >= since_ms) and (until_ms is None or window["ts_ms"] < until_ms):
+            windows.append(window)
+            offsets[record.partition].append(record.offset)
+    lineage = {"topic": settings.topic(PUMP_FEATURES), "since_ms": since_ms, "until_ms": until_ms,
+               "offsets": {str(p): [min(o), max(o)] for p, o in sorted(offsets.items())}, "windows": len(windows)}
+    return windows, lineage
+
+
+def _alerts_and_deadletters(settings: Settings, codec: AvroCodec) -> tuple[list[dict[str, Any]], Counter[str]]:
+    alerts = [codec.decode(r.value, SCHEMA_OF_TOPIC[ALERTS]) for r in read_to_end(settings, ALERTS, timeout_s=120.0)]
+    letters = Counter(codec.decode(r.value, SCHEMA_OF_TOPIC[PUMP_DEADLETTER]).get("asset_id") or "?"
+                      for r in read_to_end(settings, PUMP_DEADLETTER, timeout_s=120.0))
+    return alerts, letters
+
+
+def judge(pack: str | Path, pair: dict[str, tuple[Any, str, dict[str, Any]]], settings: Settings) -> dict[str, Any]:
+    """Recall and false alarms of an (edge, cloud) pair on a run-to-failure pack, with the protocol's report."""
+    from vigil.streams.evaluation.pumps import evaluate_run_to_failure
+
+    (edge, edge_version, _), (cloud, cloud_version, cloud_meta) = pair[EDGE_TIER], pair[CLOUD_TIER]
+    report = evaluate_run_to_failure(pack, (edge, edge_version), (cloud, cloud_version),
+                                     cloud_thresholds=tuned_thresholds(cloud, cloud_meta), policy=settings.alert_policy())
+    return {"recall": report["detected"] / report["assets"] if report["assets"] else 0.0,
+            "false_alarms": report["false_alarm_assets"], "detected": report["detected"], "assets": report["assets"],
+            "median_lead_hours": report["median_lead_hours"], "models": report["models"]}
+
+
+def serving_pair(changes: ModelChanges) -> dict[str, tuple[Any, str, dict[str, Any]]]:
+    """The (model, version, metadata) per pump tier that workers serve: models.control's, else the registry's active."""
+    pair = {}
+    for tier in (EDGE_TIER, CLOUD_TIER):
+        in_force = changes.in_force(tier)
+        version = in_force["version"] if in_force else changes.registry.active_version(tier)
+        model, meta = changes.registry.load(tier, version)
+        pair[tier] = (model, version, meta)
+    return pair
+
+
+def retrain_pumps(settings: Settings, *, since_ms: int | None = None, until_ms: int | None = None, judge_pack: str | Path | None = None,
+                  bounds: RetrainBounds = RetrainBounds(), config: PumpTrainingConfig = PumpTrainingConfig(),
+                  who: str | None = None, progress: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
+    """One retraining: returns the report (lineage, checks, judgement, decision). Raises ValueError when the
+    stream does not hold enough healthy data to train on; nothing is saved then."""
+    codec = AvroCodec()
+    changes = ModelChanges(settings, ModelRegistry(settings.models_dir), codec)
+    started = time.monotonic()
+    progress("reading pump.features, alerts and dead letters")
+    windows, lineage = read_feature_windows(settings, since_ms, until_ms, codec)
+    alerts, letters = _alerts_and_deadletters(settings, codec)
+    kept, checks, problems = select_training_windows(windows, alert_spans(alerts), letters, bounds)
+    if problems:
+        raise ValueError(f"not retraining: {'; '.join(problems)} (read {len(windows)} windows from {lineage['topic']})")
+    progress(f"training on {len(kept)} windows of {len(checks['assets_kept'])} assets")
+    fitted = fit_pump_models(kept, config=config, source={"stream": lineage, "checks": checks})
+    edge_version, cloud_version = save_pump_models(changes.registry, fitted, activate=False)
+    candidate = {EDGE_TIER: (fitted.edge, edge_version, fitted.edge_metadata),
+                 CLOUD_TIER: (fitted.cloud, cloud_version, {**fitted.cloud_metadata, "edge_version": edge_version})}
+    active = serving_pair(changes)
+    report: dict[str, Any] = {"lineage": lineage, "checks": checks, "bounds": asdict(bounds),
+                              "candidate": {EDGE_TIER: edge_version, CLOUD_TIER: cloud_version},
+                              "active": {tier: v for tier, (_, v, _) in active.items()}}
+    if judge_pack is None:
+        promote, reasons = False, ["no held-back failures to judge on (--judge PACK): kept as shadow"]
+    else:
+        progress(f"judging both pairs on {judge_pack}")
+        report["judged_on"] = str(judge_pack)
+        report["active_judgement"] = judge(judge_pack, active, settings)
+        report["candidate_judgement"] = judge(judge_pack, candidate, settings)
+        promote, reasons = promotion_gate(report["active_judgement"], report["candidate_judgement"], bounds)
+    alias = "active" if promote else "shadow"
+    why = f"retrained on {len(kept)} windows of {lineage['topic']} ({'; '.join(reasons)})"
+    progress(f"{'promoting' if promote else 'registering as shadow'}: {'; '.join(reasons)}")
+    written = changes.promote_together([(EDGE_TIER, edge_version), (CLOUD_TIER, cloud_version)], why=why, who=who or "vigil retrain",
+                                       alias=alias)
+    report.update({"decision": "promoted" if promote else "shadow", "reasons": reasons, "changes": written,
+                   "wall_s": round(time.monotonic() - started, 2)})
+    logger.info("retrained", extra={"decision": report["decision"], "edge": edge_version, "cloud": cloud_version})
+    return report

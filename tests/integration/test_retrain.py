@@ -1,0 +1,106 @@
+"""`vigil retrain pumps` on the real broker: healthy windows from pump.features, lineage, the gate, promote or shadow."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from tests.integration.test_cli import vigil
+from vigil.models.registry import CLOUD_TIER, EDGE_TIER, ModelRegistry
+from vigil.models.retraining import RetrainBounds
+from vigil.streams.devtools.producer import RecordProducer
+from vigil.streams.lifecycle.control import ModelChanges
+from vigil.streams.lifecycle.retrain import retrain_pumps
+from vigil.streams.pumps.offline import OfflinePumpPipeline
+from vigil.streams.pumps.training import PumpTrainingConfig
+from vigil.streams.runtime.stage import dead_letter
+from vigil.streams.runtime.topics import ALERTS, PUMP_DEADLETTER, PUMP_FEATURES, SCHEMA_OF_TOPIC, ensure_topics
+from vigil.streams.runtime.validation import Rejection
+
+pytestmark = pytest.mark.broker
+
+PUMPS, STEPS, EPISODE_WINDOWS = 5, 80, 10
+QUICK = PumpTrainingConfig(cloud_epochs=2, edge_trees=50)
+
+
+@pytest.fixture
+def stream(broker_settings, models_dir, simulated_fleet, codec, tmp_path):
+    """pump.features of 5 healthy pumps (80 windows per stream), an alert episode over 10 of pump 0's windows and
+    dead letters for 20 % of pump 4's records, on the broker; a copy of the session registry."""
+    shutil.copytree(models_dir, tmp_path / "models")
+    settings = replace(broker_settings, models_dir=tmp_path / "models")
+    ensure_topics(settings)
+    windows = OfflinePumpPipeline().feed((r.kind, r.key, r.value) for r in simulated_fleet(pumps=PUMPS, steps=STEPS, seed=31)).features
+    producer = RecordProducer(settings, codec)
+    for topic, records in ((PUMP_FEATURES, windows),):
+        for w in records:
+            producer.send_raw(topic, w["asset_id"].encode(), codec.encode(settings.topic(topic), SCHEMA_OF_TOPIC[topic], w))
+    pumps = sorted({w["asset_id"] for w in windows})
+    sick = sorted((w for w in windows if w["asset_id"] == pumps[0] and w["stream"].startswith("vibration")), key=lambda w: w["ts_ms"])
+    opened, closed = sick[40]["ts_ms"], sick[40 + EPISODE_WINDOWS - 1]["ts_ms"]
+    for state, ts in (("OPEN", opened), ("CLOSE", closed)):
+        alert = {"alert_id": "a1", "asset_id": pumps[0], "kind": "pump.anomaly", "state": state, "severity": "HIGH", "ts_ms": ts,
+                 "opened_ts_ms": opened, "first_seq": 40, "first_stream": sick[40]["stream"], "last_seq": 49,
+                 "last_stream": sick[40]["stream"], "confirmations": 3, "edge_score": 0.8, "cloud_score": 9.0,
+                 "model_versions": {}, "top_features": {}, "diagnosis": None, "detail": ""}
+        producer.send_raw(ALERTS, pumps[0].encode(), codec.encode(settings.topic(ALERTS), SCHEMA_OF_TOPIC[ALERTS], alert))
+    per_pump = sum(w["asset_id"] == pumps[4] for w in windows)
+    from vigil.streams.runtime.stage import RawMessage
+
+    for i in range(per_pump // 4):  # 25 % of its records' worth: over the 5 % bound
+        letter = dead_letter(RawMessage("pump.vibration.raw", 0, i, pumps[4].encode(), b"\x00bad"), Rejection("non_finite", "NaN", pumps[4]))
+        producer.send_raw(PUMP_DEADLETTER, pumps[4].encode(),
+                          codec.encode(settings.topic(PUMP_DEADLETTER), SCHEMA_OF_TOPIC[PUMP_DEADLETTER], letter))
+    producer.flush()
+    in_episode = sum(1 for w in windows if w["asset_id"] == pumps[0] and opened <= w["ts_ms"] <= closed)
+    return settings, windows, pumps, in_episode
+
+
+def test_retrain_keeps_healthy_windows_records_lineage_and_applies_the_gate(stream, synthetic_packs):
+    settings, windows, pumps, in_episode = stream
+    _, (pack, _) = synthetic_packs
+    out = vigil("retrain", "pumps", "--judge", str(pack), "--json", env=settings.to_env(), timeout_s=600)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    checks = report["checks"]
+    assert checks["windows_read"] == len(windows) and checks["windows_in_alert_episodes"] == in_episode
+    assert list(checks["assets_over_deadletter_share"]) == [pumps[4]]
+    assert checks["assets_kept"] == pumps[:4]
+    assert checks["windows_kept"] == sum(w["asset_id"] in pumps[:4] for w in windows) - in_episode
+    lineage = report["lineage"]
+    assert lineage["topic"] == settings.topic(PUMP_FEATURES) and lineage["windows"] == len(windows)
+    assert sum(last - first + 1 for first, last in lineage["offsets"].values()) == len(windows)
+    registry = ModelRegistry(settings.models_dir)
+    edge_meta = registry.metadata(EDGE_TIER, report["candidate"]["edge"])
+    assert edge_meta["source"]["stream"]["offsets"] == lineage["offsets"]
+    assert registry.metadata(CLOUD_TIER, report["candidate"]["cloud"])["edge_version"] == report["candidate"]["edge"]
+    # The decision follows the gate on the two judgements, and the changes say so.
+    active, candidate = report["active_judgement"], report["candidate_judgement"]
+    passes = (active["recall"] - candidate["recall"] <= 0.05 + 1e-12) and candidate["false_alarms"] <= 1.5 * active["false_alarms"]
+    assert report["decision"] == ("promoted" if passes else "shadow")
+    alias = "active" if passes else "shadow"
+    history = json.loads(vigil("models", "history", "edge", "--json", env=settings.to_env()).stdout)
+    assert [(h["alias"], h["to"], h["who"]) for h in history] == [(alias, report["candidate"]["edge"], "vigil retrain")]
+    assert "retrained on" in history[0]["why"] and "recall" in history[0]["why"]
+
+
+def test_a_candidate_that_fails_the_gate_stays_in_shadow_and_the_active_pair_is_untouched(stream, synthetic_packs):
+    settings, _, _, _ = stream
+    _, (pack, _) = synthetic_packs
+    changes = ModelChanges(settings)
+    before = {tier: changes.registry.active_version(tier) for tier in (EDGE_TIER, CLOUD_TIER)}
+    impossible = RetrainBounds(max_recall_drop=-1.0)  # no candidate can gain more than 1.0 of recall
+    report = retrain_pumps(settings, judge_pack=pack, bounds=impossible, config=QUICK)
+    assert report["decision"] == "shadow" and "drop" in report["reasons"][0] and "> -1" in report["reasons"][0]
+    assert {c["alias"] for c in report["changes"]} == {"shadow"}
+    assert {tier: changes.registry.active_version(tier) for tier in (EDGE_TIER, CLOUD_TIER)} == before
+    assert changes.in_force(EDGE_TIER) is None and changes.in_force(EDGE_TIER, "shadow")["version"] == report["candidate"]["edge"]
+
+
+def test_too_little_healthy_data_is_refused_before_training(stream):
+    settings, _, _, _ = stream
+    out = vigil("retrain", "pumps", "--min-windows", "500", env=settings.to_env())
+    assert out.returncode == 2 and "not retraining" in out.stderr and "500 per stream" in out.stderr
+    assert len(ModelRegistry(settings.models_dir).versions(EDGE_TIER)) == 1  # nothing saved
