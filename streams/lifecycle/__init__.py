@@ -1,2 +1,3 @@
-"""The model lifecycle on the stream: changes on ``models.control`` and ``models.audit``, and the
-worker-side watcher that swaps models between batches."""
+"""The model lifecycle on the stream: changes on ``models.control`` and ``models.audit`` (``control``), artifacts on
+``models.artifacts`` (``artifacts``), the worker-side watcher that swaps models between batches (``watcher``),
+active against shadow and canary (``compare``), and retraining from ``pump.features`` (``retrain``)."""
