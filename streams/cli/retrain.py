@@ -1,4 +1,4 @@
-"""`vigil retrain pumps`: retrain both pump tiers from the stream, judge, then promote or shadow the candidate."""
+"""`vigil retrain pumps|falls`: retrain from the stream, judge against the model in force, then promote or shadow."""
 from __future__ import annotations
 
 import argparse
@@ -22,9 +22,24 @@ def duration_s(text: str) -> float:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from vigil.models.retraining import RetrainBounds
-    from vigil.streams.lifecycle.retrain import retrain_pumps
+    from vigil.streams.lifecycle.retrain import retrain_falls, retrain_pumps
 
     settings = Settings.from_env()
+    if args.topology == "falls":
+        if not args.pack:
+            raise ValueError("`vigil retrain falls` needs --pack: the SisFall-layout pack the active falls model was trained on")
+        with console.status("retraining stage 2") as status:
+            report = retrain_falls(settings, args.pack, who=args.who, progress=lambda step: status.update(step))
+        if args.json:
+            print_json(report)
+        else:
+            for name in ("active", "candidate"):
+                j = report[f"{name}_judgement"]
+                out.print(f"{name} {report[name]}: sensitivity {j['sensitivity']}, specificity {j['specificity']}, "
+                          f"{j['false_alarms']} held-out ADL trials fired on")
+            out.print(f"[bold]{report['decision']}[/bold]: {'; '.join(report['reasons'])} "
+                      f"({report['lineage']['dismissed']} dismissed confirmations, {report['wall_s']} s)")
+        return 0
     bounds = replace(RetrainBounds(), **{k: v for k, v in {"min_windows_per_asset": args.min_windows, "min_assets": args.min_assets}.items()
                                            if v is not None})
     every_s = duration_s(args.every) if args.every else None
@@ -61,7 +76,10 @@ def _print(report: dict[str, Any], args: argparse.Namespace) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("retrain", help="retrain from the stream; promote the candidate if it passes the gate, else shadow it")
-    p.add_argument("topology", choices=["pumps"], help="pumps (falls: not built yet)")
+    p.add_argument("topology", choices=["pumps", "falls"],
+                   help="pumps: from pump.features; falls: stage 2 with the dismissed confirmations of fall.outcomes")
+    p.add_argument("--pack", default=None, help="falls: the SisFall-layout pack the active model was trained on (its other "
+                                                "subjects are held out for judging)")
     p.add_argument("--since", default=None, help="event time of the first window: a duration before now (7d) or an ISO date-time")
     p.add_argument("--until", default=None, help="event time after the last window, as --since")
     p.add_argument("--judge", default=None, help="run-to-failure pack (.npz) of held-back failures to judge both pairs on")

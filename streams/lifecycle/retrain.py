@@ -1,4 +1,10 @@
-"""`vigil retrain pumps`: a candidate pair trained on healthy windows of pump.features, judged against the pair in force.
+"""`vigil retrain pumps|falls`: a candidate trained from the stream, judged against the model in force, promoted or shadowed.
+
+Falls (``retrain_falls``): stage 2 refitted on the active model's training subjects plus every
+confirmation a wearer dismissed (``fall.outcomes``, labelled false alarms), judged on the pack's
+held-out subjects with the same gate.
+
+Pumps:
 
 1. Read ``pump.features`` (whole topic, cut to an event-time range), ``alerts``
    and ``pump.deadletter``; lineage (topic, partitions, offset ranges) goes
@@ -20,6 +26,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from vigil.models.registry import CLOUD_TIER, EDGE_TIER, ModelRegistry
 from vigil.models.retraining import RetrainBounds, alert_spans, promotion_gate, select_training_windows
 from vigil.streams.lifecycle.control import ModelChanges, read_to_end
@@ -27,7 +35,7 @@ from vigil.streams.pumps.cloud import tuned_thresholds
 from vigil.streams.pumps.training import PumpTrainingConfig, fit_pump_models, save_pump_models
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import ALERTS, PUMP_DEADLETTER, PUMP_FEATURES, SCHEMA_OF_TOPIC
+from vigil.streams.runtime.topics import ALERTS, FALL_OUTCOMES, PUMP_DEADLETTER, PUMP_FEATURES, SCHEMA_OF_TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +125,94 @@ def retrain_pumps(settings: Settings, *, since_ms: int | None = None, until_ms: 
                    "wall_s": round(time.monotonic() - started, 2)})
     logger.info("retrained", extra={"decision": report["decision"], "edge": edge_version, "cloud": cloud_version})
     return report
+
+
+FIELD_SUBJECT = "field-dismissed"
+
+
+def with_dismissed(data: Any, features: np.ndarray) -> Any:
+    """The candidates plus one ADL trial per dismissed confirmation (the wearer said OK): labelled negatives for
+    stage 2, under a pseudo-subject of their own so they are trained on and never judged."""
+    from dataclasses import replace
+
+    m = len(features)
+    if m == 0:
+        return data
+    n = data.is_fall.size
+    return replace(
+        data,
+        features=np.vstack([data.features, features]),
+        trial=np.concatenate([data.trial, np.arange(n, n + m)]),
+        passed=np.concatenate([data.passed, np.ones(m, bool)]),
+        peak_g=np.concatenate([data.peak_g, np.zeros(m)]),
+        is_fall=np.concatenate([data.is_fall, np.zeros(m, bool)]),
+        subject=np.concatenate([data.subject.astype(object), np.full(m, FIELD_SUBJECT, dtype=object)]),
+        activity=np.concatenate([data.activity.astype(object), np.full(m, "dismissed", dtype=object)]),
+        trial_seconds=np.concatenate([data.trial_seconds, np.zeros(m)]),
+    )
+
+
+def read_dismissed(settings: Settings, codec: AvroCodec) -> tuple[np.ndarray, dict[str, Any]]:
+    """The stage-2 features of every confirmation a wearer dismissed (fall.outcomes, label false_alarm), and lineage."""
+    from vigil.models.falls import FEATURE_NAMES
+
+    rows, offsets = [], defaultdict(list)
+    for record in read_to_end(settings, FALL_OUTCOMES, timeout_s=120.0):
+        outcome = codec.decode(record.value, SCHEMA_OF_TOPIC[FALL_OUTCOMES])
+        if outcome["outcome"] == "DISMISSED" and all(name in outcome["features"] for name in FEATURE_NAMES):
+            rows.append([outcome["features"][name] for name in FEATURE_NAMES])
+            offsets[record.partition].append(record.offset)
+    lineage = {"topic": settings.topic(FALL_OUTCOMES), "dismissed": len(rows),
+               "offsets": {str(p): [min(o), max(o)] for p, o in sorted(offsets.items())}}
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURE_NAMES)), lineage
+
+
+def retrain_falls(settings: Settings, pack: str | Path, *, bounds: RetrainBounds = RetrainBounds(), who: str | None = None,
+                  progress: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
+    """Stage 2 refitted on the active model's training subjects of a SisFall-layout ``pack`` plus the dismissed
+    confirmations of fall.outcomes, judged against the active model on the pack's other subjects, then promoted or
+    shadowed by the gate (recall = sensitivity on held-out falls, false alarms = held-out ADL trials it fires on)."""
+    from vigil.models.registry import FALL_TIER
+    from vigil.models.training import fingerprint
+    from vigil.streams.evaluation.falls import evaluate_falls
+    from vigil.streams.falls.offline import load_candidates
+    from vigil.streams.falls.training import fall_model_metadata, fit_fall_classifier
+
+    codec = AvroCodec()
+    changes = ModelChanges(settings, ModelRegistry(settings.models_dir), codec)
+    started = time.monotonic()
+    in_force = changes.in_force(FALL_TIER)
+    active_version = in_force["version"] if in_force else changes.registry.active_version(FALL_TIER)
+    if active_version is None:
+        raise ValueError("no active falls model to retrain against: `vigil train falls --pack PATH` first")
+    active, active_meta = changes.registry.load(FALL_TIER, active_version)
+    trained = list(active_meta.get("trained_subjects") or [])
+    progress(f"screening {pack}")
+    data = load_candidates(pack)
+    held_out = sorted(set(data.subject.tolist()) - set(trained))
+    if not trained or not held_out:
+        raise ValueError(f"the active falls model {active_version} names no training subjects of {pack} with others left to judge on")
+    progress("reading fall.outcomes")
+    dismissed, lineage = read_dismissed(settings, codec)
+    augmented = with_dismissed(data, dismissed)
+    progress(f"training on {len(trained)} subjects and {len(dismissed)} dismissed confirmations")
+    candidate = fit_fall_classifier(augmented, trained + ([FIELD_SUBJECT] if len(dismissed) else []))
+    chosen = np.isin(augmented.subject, trained + [FIELD_SUBJECT])[augmented.trial]
+    metadata = {**fall_model_metadata(data, candidate, trained, pack), "source": {"pack": str(pack), "subjects": trained,
+                                                                                  "stream": lineage},
+                "training_data_fingerprint": fingerprint([augmented.features[chosen]])}
+    version = changes.registry.save(FALL_TIER, candidate, metadata)
+    progress(f"judging both on {len(held_out)} held-out subjects")
+    judged = {}
+    for name, model in (("active", active), ("candidate", candidate)):
+        report = evaluate_falls(data, model, trained)
+        judged[name] = {"recall": report["sensitivity"], "false_alarms": sum(s["false_alarm_trials"] for s in report["per_subject"]),
+                        "sensitivity": report["sensitivity"], "specificity": report["specificity"],
+                        "false_alarms_per_hour_adl": report["false_alarms_per_hour_adl"]["stage2"]}
+    promote, reasons = promotion_gate(judged["active"], judged["candidate"], bounds)
+    why = f"retrained with {len(dismissed)} dismissed confirmations of {lineage['topic']} ({'; '.join(reasons)})"
+    written = changes.promote(FALL_TIER, version, why=why, who=who or "vigil retrain", alias="active" if promote else "shadow")
+    return {"lineage": lineage, "candidate": version, "active": active_version, "held_out_subjects": held_out,
+            "active_judgement": judged["active"], "candidate_judgement": judged["candidate"],
+            "decision": "promoted" if promote else "shadow", "reasons": reasons, "changes": [written],
+            "wall_s": round(time.monotonic() - started, 2)}

@@ -104,3 +104,51 @@ def test_too_little_healthy_data_is_refused_before_training(stream):
     out = vigil("retrain", "pumps", "--min-windows", "500", env=settings.to_env())
     assert out.returncode == 2 and "not retraining" in out.stderr and "500 per stream" in out.stderr
     assert len(ModelRegistry(settings.models_dir).versions(EDGE_TIER)) == 1  # nothing saved
+
+
+@pytest.mark.dataset
+def test_retrain_falls_learns_from_dismissed_confirmations_and_is_judged_on_held_out_subjects(broker_settings, sisfall_pack,
+                                                                                             tmp_path, codec):
+    import numpy as np
+
+    from vigil.models.falls import FEATURE_NAMES
+    from vigil.models.registry import FALL_TIER
+    from vigil.streams.falls.offline import load_candidates
+    from vigil.streams.falls.training import save_fall_model
+    from vigil.streams.lifecycle.retrain import retrain_falls
+    from vigil.streams.runtime.topics import FALL_OUTCOMES
+
+    settings = replace(broker_settings, models_dir=tmp_path / "models")
+    ensure_topics(settings)
+    data = load_candidates(sisfall_pack)
+    subjects = sorted(set(data.subject.tolist()))
+    trained = subjects[:12]
+    active_version, active = save_fall_model(settings, data, trained, str(sisfall_pack))
+    # The wearers' "I'm OK" answers: the training subjects' ADL candidates the active model is surest are falls.
+    adl = np.flatnonzero(data.passed & ~data.is_fall[data.trial] & np.isin(data.subject, trained)[data.trial])
+    dismissed = data.features[adl[np.argsort(-active.predict_proba_features(data.features[adl]))[:20]]]
+    producer = RecordProducer(settings, codec)
+    topic = settings.topic(FALL_OUTCOMES)
+    for i, (outcome, row) in enumerate([("DISMISSED", r) for r in dismissed] + [("EMERGENCY_HELP", dismissed[0])] * 3):
+        record = {"request_id": f"r{i}", "wearer_id": f"w{i % 4}", "seq": i, "impact_ts_ms": 1000 * i,
+                  "outcome": outcome, "label": "false_alarm" if outcome == "DISMISSED" else "fall", "requested_ts_ms": 1000 * i,
+                  "decided_ts_ms": 1000 * i + 10_000, "response_ts_ms": None, "probability": 0.9, "threshold": 0.5,
+                  "model_version": active_version, "window_start_ts_ms": 1000 * i - 2000, "fs_hz": data.fs_hz,
+                  "features": dict(zip(FEATURE_NAMES, map(float, row)))}
+        producer.send_raw(FALL_OUTCOMES, record["wearer_id"].encode(), codec.encode(topic, SCHEMA_OF_TOPIC[FALL_OUTCOMES], record))
+    producer.flush()
+
+    report = retrain_falls(settings, sisfall_pack)
+    assert report["lineage"]["dismissed"] == 20 and report["active"] == active_version  # help answers are not negatives
+    assert report["held_out_subjects"] == subjects[12:]
+    registry = ModelRegistry(settings.models_dir)
+    candidate, meta = registry.load(FALL_TIER, report["candidate"])
+    assert meta["source"]["stream"]["dismissed"] == 20 and meta["trained_subjects"] == trained
+    # The dismissed windows are negatives now: the candidate rates them lower than the model that raised them.
+    assert candidate.predict_proba_features(dismissed).mean() < active.predict_proba_features(dismissed).mean()
+    a, c = report["active_judgement"], report["candidate_judgement"]
+    passes = a["recall"] - c["recall"] <= 0.05 + 1e-12 and c["false_alarms"] <= 1.5 * a["false_alarms"]
+    assert report["decision"] == ("promoted" if passes else "shadow")
+    changes = ModelChanges(settings)
+    assert changes.in_force(FALL_TIER, "active" if passes else "shadow")["version"] == report["candidate"]
+    assert [h["who"] for h in changes.history(FALL_TIER)] == ["vigil retrain"]
