@@ -182,11 +182,8 @@ class ModelRegistry:
         _atomic_write(directory / ARTIFACT, payload)
         _atomic_write(directory / METADATA, metadata)  # written last: a version without it does not exist
 
-    def load(self, tier: str, version: str | None = None) -> tuple[Any, dict[str, Any]]:
-        """Load a version (default: the active one) after checking its sha256."""
-        version = version or self.active_version(tier)
-        if version is None:
-            raise ModelNotFoundError(f"no active {tier!r} model under {self.root}")
+    def checked_artifact(self, tier: str, version: str) -> tuple[bytes, dict[str, Any]]:
+        """A version's artifact bytes and metadata, once the bytes hash to the sha256 the metadata names."""
         directory = self.root / tier / version
         if not (directory / METADATA).is_file():
             raise ModelNotFoundError(f"no version {version!r} of tier {tier!r} under {self.root}")
@@ -197,4 +194,12 @@ class ModelRegistry:
             raise ModelIntegrityError(
                 f"{directory / ARTIFACT} has sha256 {actual}, its metadata says {meta.get('sha256')}: refusing to load it"
             )
+        return payload, meta
+
+    def load(self, tier: str, version: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """Load a version (default: the active one) after checking its sha256."""
+        version = version or self.active_version(tier)
+        if version is None:
+            raise ModelNotFoundError(f"no active {tier!r} model under {self.root}")
+        payload, meta = self.checked_artifact(tier, version)
         return pickle.loads(payload), meta

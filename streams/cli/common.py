@@ -29,13 +29,26 @@ def stop_event() -> threading.Event:
     return stop
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def is_duration(text: str) -> bool:
+    return text[-1:] in DURATION_UNITS and text[:-1].replace(".", "", 1).isdigit()
+
+
+def duration_s(text: str) -> float:
+    """'90s', '30m', '12h', '7d' -> seconds."""
+    if not is_duration(text):
+        raise ValueError(f"{text!r} is not a duration such as 30m, 12h or 7d")
+    return float(text[:-1]) * DURATION_UNITS[text[-1]]
+
+
 def time_ms(text: str | None) -> int | None:
     """'2h', '30m', '7d' before now, or an ISO date-time (UTC unless it says otherwise), as epoch ms."""
     if text is None:
         return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return int((datetime.now(timezone.utc).timestamp() - float(text[:-1]) * units[text[-1]]) * 1000)
+    if is_duration(text):
+        return int((datetime.now(timezone.utc).timestamp() - duration_s(text)) * 1000)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -7,18 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
-from vigil.streams.cli.common import console, out, print_json, stop_event, time_ms
+from vigil.streams.cli.common import console, duration_s, out, print_json, stop_event, time_ms
 from vigil.streams.runtime.settings import Settings
-
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration_s(text: str) -> float:
-    """'90s', '30m', '12h', '7d' -> seconds."""
-    if text[-1:] not in DURATION_UNITS or not text[:-1].replace(".", "", 1).isdigit():
-        raise ValueError(f"{text!r} is not a duration such as 30m, 12h or 7d")
-    return float(text[:-1]) * DURATION_UNITS[text[-1]]
-
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from vigil.models.retraining import RetrainBounds

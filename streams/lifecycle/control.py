@@ -10,7 +10,6 @@ epoch: the later ``init_transactions`` fences the earlier writer.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import socket
 import time
 import uuid
@@ -92,16 +91,6 @@ def default_who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def verified_sha256(registry: ModelRegistry, tier: str, version: str) -> str:
-    """The artifact's sha256, after hashing its bytes: a change never names an artifact workers would refuse."""
-    meta = registry.metadata(tier, version)
-    payload = (registry.root / tier / version / "model.pkl").read_bytes()
-    actual = hashlib.sha256(payload).hexdigest()
-    if actual != meta.get("sha256"):
-        raise ModelIntegrityError(f"{tier} {version}: the artifact hashes to {actual}, its metadata says {meta.get('sha256')}")
-    return actual
-
-
 class ModelChanges:
     """Promote and roll back through the control topics; the registry's ACTIVE file follows, so a worker
     started with no control records, and `vigil models list`, agree with the cluster."""
@@ -125,9 +114,15 @@ class ModelChanges:
     def promote_together(self, versions: list[tuple[str, str]], *, why: str, who: str | None = None, alias: str = "active",
                          share: float = 1.0, action: str = "promote") -> list[dict[str, Any]]:
         """Several tiers' changes in one transaction (a retrained edge and cloud pair): all are written or none."""
+        sha256s = [self._sha256(tier, version, why) for tier, version in versions]
+        ensure_topics(self.settings, LIFECYCLE_TOPICS)
+        # Read once for all tiers: each read is a consumer of its own, read to the topic's end.
+        in_force = current_changes(read_changes(self.settings, MODELS_CONTROL, self.codec))
+        history = self.history()
         records, artifacts, changes = [], [], []
-        for tier, version in versions:
-            change, retirement, artifact = self._prepare(tier, version, why=why, who=who, alias=alias, share=share, action=action)
+        for (tier, version), sha256 in zip(versions, sha256s):
+            change, retirement, artifact = self._prepare(tier, version, sha256, in_force, history, why=why, who=who, alias=alias,
+                                                         share=share, action=action)
             changes.append(change)
             records += [change] + ([retirement] if retirement else [])
             artifacts += artifact
@@ -137,22 +132,27 @@ class ModelChanges:
                 self.registry.activate(change["tier"], change["version"], action=action)
         return changes
 
-    def _prepare(self, tier: str, version: str, *, why: str, who: str | None, alias: str, share: float,
-                 action: str) -> tuple[dict[str, Any], dict[str, Any] | None, list[tuple[bytes, dict[str, Any]]]]:
-        """(the change, the canary's retirement when the canary's version becomes active, the artifact chunks to publish)."""
+    def _sha256(self, tier: str, version: str, why: str) -> str:
+        """The version's sha256, once the change passes the checks that need no broker."""
         if tier not in TOPOLOGY_OF_TIER:
             raise ChangeRefused(f"unknown tier {tier!r}: one of {sorted(TOPOLOGY_OF_TIER)}")
         if not why.strip():
             raise ChangeRefused("say why (--why): the audit trail records it")
         try:
-            sha256 = verified_sha256(self.registry, tier, version)
+            # hashed here, so a change never names an artifact workers would refuse
+            sha256 = self.registry.checked_artifact(tier, version)[1]["sha256"]
         except ModelNotFoundError:
             known = [m["version"] for m in self.registry.versions(tier)]
             raise ChangeRefused(f"no version {version!r} of {tier} in {self.registry.root} (known: {known or 'none'})") from None
         except ModelIntegrityError as exc:
             raise ChangeRefused(f"refusing to promote a tampered artifact: {exc}") from None
-        ensure_topics(self.settings, LIFECYCLE_TOPICS)
-        in_force = current_changes(read_changes(self.settings, MODELS_CONTROL, self.codec))
+        return sha256
+
+    def _prepare(self, tier: str, version: str, sha256: str, in_force: Mapping[str, Mapping[str, Any]], history: list[dict[str, Any]], *,
+                 why: str, who: str | None, alias: str, share: float,
+                 action: str) -> tuple[dict[str, Any], dict[str, Any] | None, list[tuple[bytes, dict[str, Any]]]]:
+        """(the change, the canary's retirement when the canary's version becomes active, the artifact chunks to publish),
+        given what models.control holds in force and models.audit's history."""
         current = in_force.get(control_key(tier, alias))
         if current is not None and current["action"] == "retire":
             current_version = None
@@ -177,7 +177,9 @@ class ModelChanges:
             # The canary becomes the active model for every asset, so the canary alias ends in the same transaction
             # (after the promotion: its assets never fall back to the old active model in between).
             retirement = self._retirement(tier, "canary", why=f"promoted to active: {why}", who=who, current=canary)
-        return change, retirement, self._unpublished(tier, version, sha256)
+        published = any(c["tier"] == tier and c["version"] == version and c["sha256"] == sha256 for c in history)
+        # An earlier change already put these bytes on models.artifacts.
+        return change, retirement, [] if published else version_chunks(self.registry, tier, version)
 
     def retire(self, tier: str, alias: str, *, why: str, who: str | None = None) -> dict[str, Any]:
         """End a shadow or a canary: workers stop serving it at their next batch."""
@@ -213,12 +215,6 @@ class ModelChanges:
                 raise ChangeRefused(f"{tier} {alias} has no earlier version than {serving} in {self.settings.topic(MODELS_AUDIT)}; "
                                     "name one with --to")
         return self.promote(tier, to, why=why, who=who, alias=alias, action="rollback")
-
-    def _unpublished(self, tier: str, version: str, sha256: str) -> list[tuple[bytes, dict[str, Any]]]:
-        """The version's models.artifacts chunks, unless an earlier change already published these bytes."""
-        if any(c["tier"] == tier and c["version"] == version and c["sha256"] == sha256 for c in self.history(tier)):
-            return []
-        return version_chunks(self.registry, tier, version)
 
     def _write(self, *changes: Mapping[str, Any], artifact: list[tuple[bytes, dict[str, Any]]] = ()) -> None:
         """All ``changes`` or none, each to models.audit and models.control, after the artifact's chunks."""
