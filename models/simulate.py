@@ -64,12 +64,17 @@ class PumpSpec:
     pressure_bar: float = 4.0
     voltage_v: float = 400.0
     fluid_temp_c: float = 25.0
+    # Injected changes (``inject_changes``): a step in the duty point, and a sensor that flat-lines.
+    duty_step_s: float = math.inf
+    duty_step: float = 0.0  # relative change of the duty point from duty_step_s on
+    stuck_from_s: float = math.inf
 
     def load(self, t_s: float | np.ndarray, phase: float) -> np.ndarray:
-        """Relative duty point (1 = nominal) at time t: two incommensurate slow waves."""
+        """Relative duty point (1 = nominal) at time t: two incommensurate slow waves, and any injected step."""
         t = np.asarray(t_s, dtype=np.float64)
         w = 2 * np.pi / self.drift_period_s
-        return 1.0 + self.load_drift * (0.7 * np.sin(w * t + phase) + 0.3 * np.sin(2.71 * w * t + 2 * phase))
+        wave = 1.0 + self.load_drift * (0.7 * np.sin(w * t + phase) + 0.3 * np.sin(2.71 * w * t + 2 * phase))
+        return wave + np.where(t >= self.duty_step_s, self.duty_step, 0.0)
 
     def severity(self, t_s: float | np.ndarray) -> np.ndarray:
         """Impact amplitude in g at time t (0 before onset)."""
@@ -86,6 +91,7 @@ class _PumpState:
     ringing: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ringing_until_s: float = -1.0  # where the carried-over ringing belongs; a gap drops it
     motor_temp_c: float = 45.0
+    stuck_process: dict[str, float] | None = None  # what a flat-lined process sensor keeps reporting
 
 
 class PumpSimulator:
@@ -107,6 +113,8 @@ class PumpSimulator:
     def vibration(self, t0_s: float, n: int) -> np.ndarray:
         """``n`` samples of acceleration (g) starting at simulated time ``t0_s``."""
         spec, st = self.spec, self._state
+        if t0_s >= spec.stuck_from_s:  # a flat-lined accelerometer: its last reading, over and over
+            return np.full(n, 0.0123, dtype=np.float32)
         fs = spec.fs_hz
         t = t0_s + np.arange(n) / fs
         # Integrate speed for phase so the speed wander stays continuous across chunks.
@@ -149,6 +157,8 @@ class PumpSimulator:
 
     def process(self, t_s: float, vibration_rms_g: float) -> dict[str, float]:
         spec, st = self.spec, self._state
+        if t_s >= spec.stuck_from_s and st.stuck_process is not None:
+            return dict(st.stuck_process, vibration1_rms_g=vibration_rms_g)
         rng = st.rng
         wear = float(spec.severity(t_s)) / spec.fault_max_g  # 0 healthy .. 1 failing
         load = float(spec.load(t_s, st.phases[3]))
@@ -161,7 +171,7 @@ class PumpSimulator:
         # First-order thermal lag towards a target that rises with losses.
         target = spec.fluid_temp_c + 20.0 + 25.0 * wear
         st.motor_temp_c += 0.02 * (target - st.motor_temp_c) + 0.05 * rng.standard_normal()
-        return {
+        reading = {
             "pressure_bar": pressure,
             "flow_l_min": flow,
             "current_a": current,
@@ -171,6 +181,8 @@ class PumpSimulator:
             "vibration1_rms_g": vibration_rms_g,
             "vibration2_rms_g": None,
         }
+        st.stuck_process = reading
+        return reading
 
 
 def make_fleet(
@@ -223,6 +235,42 @@ def make_fleet(
             )
         fleet.append(spec)
     return fleet
+
+
+@dataclass(frozen=True)
+class Injection:
+    """A change ``inject_changes`` made to a pump: what, from when (simulated seconds), and by how much."""
+
+    asset_id: str
+    change: Literal["duty_point", "stuck_sensor"]
+    at_s: float
+    detail: str
+
+
+def inject_changes(fleet: list[PumpSpec], *, duty_share: float = 0.2, duty_at_s: float, duty_step: float = 0.3,
+                   stuck: int = 2, stuck_at_s: float, seed: int = 0) -> tuple[list[PumpSpec], list[Injection]]:
+    """The fleet with a duty-point step on ``duty_share`` of its healthy pumps and flat-lined sensors on
+    ``stuck`` others (never a pump developing a fault, so each change has one cause to find).
+
+    >>> from vigil.models.simulate import make_fleet
+    >>> fleet, injected = inject_changes(make_fleet(10, n_faulty=1), duty_at_s=3600.0, stuck_at_s=7200.0)
+    >>> [(i.change, i.at_s) for i in injected].count(("duty_point", 3600.0)), sum(i.change == "stuck_sensor" for i in injected)
+    (2, 2)
+    """
+    healthy = [i for i, spec in enumerate(fleet) if spec.fault is None]
+    n_duty = int(round(duty_share * len(fleet)))
+    if n_duty + stuck > len(healthy):
+        raise ValueError(f"{n_duty} duty-point changes and {stuck} stuck sensors need that many healthy pumps, the fleet has {len(healthy)}")
+    chosen = np.random.default_rng([seed, 2_000_003]).permutation(healthy)
+    fleet = list(fleet)
+    injected = []
+    for i in sorted(chosen[:n_duty].tolist()):
+        fleet[i] = replace(fleet[i], duty_step_s=duty_at_s, duty_step=duty_step)
+        injected.append(Injection(fleet[i].asset_id, "duty_point", duty_at_s, f"duty point {duty_step:+.0%}"))
+    for i in sorted(chosen[n_duty:n_duty + stuck].tolist()):
+        fleet[i] = replace(fleet[i], stuck_from_s=stuck_at_s)
+        injected.append(Injection(fleet[i].asset_id, "stuck_sensor", stuck_at_s, "accelerometer and process sensors flat-lined"))
+    return fleet, injected
 
 
 @dataclass(frozen=True)

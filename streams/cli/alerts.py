@@ -1,7 +1,9 @@
-"""`vigil alerts tail`: follow the alerts topic, one line per alert record (or JSON lines)."""
+"""`vigil alerts tail`: follow the alerts topic, one line per alert record (or JSON lines).
+`vigil alerts resolve`: say what maintenance found for an alert, as an ``alerts.feedback`` record (its delayed label)."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import time
 from datetime import datetime, timezone
@@ -10,10 +12,11 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.markup import escape
 
-from vigil.streams.cli.common import console, stop_event
+from vigil.models.feedback import FEEDBACK_OUTCOMES, feedback_problem
+from vigil.streams.cli.common import console, out, print_json, stop_event
 from vigil.streams.runtime.codec import AvroCodec, DecodeError, codec_from_settings
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import ALERTS, SCHEMA_OF_TOPIC
+from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, ALL_TOPICS, SCHEMA_OF_TOPIC
 
 SEVERITY_STYLE = {"LOW": "yellow", "MEDIUM": "dark_orange", "HIGH": "red", "CRITICAL": "bold red"}
 
@@ -112,8 +115,121 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_time_ms(text: str) -> int:
+    """An ISO 8601 date-time (UTC unless it names a zone) or epoch milliseconds, as epoch ms.
+
+    >>> parse_time_ms("1764547200000"), parse_time_ms("2025-12-01T00:00:00Z"), parse_time_ms("2025-12-01 01:00+01:00")
+    (1764547200000, 1764547200000, 1764547200000)
+    """
+    stripped = text.strip()
+    if stripped.lstrip("-").isdigit():
+        return int(stripped)
+    try:
+        moment = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO 8601 date-time nor epoch milliseconds") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+
+
+def find_alert(settings: Settings, codec: AvroCodec, alert_id: str, timeout_s: float = 60.0) -> dict[str, Any] | None:
+    """A record of the alert episode ``alert_id`` on the alerts topic (its OPEN when kept), or None."""
+    from vigil.streams.lifecycle.control import read_to_end
+
+    found = None
+    for record in read_to_end(settings, ALERTS, timeout_s=timeout_s):
+        try:
+            alert = codec.decode(record.value, SCHEMA_OF_TOPIC[ALERTS])
+        except DecodeError:
+            continue  # the workers dead-letter what is not an Alert; it names no episode
+        if alert["alert_id"] == alert_id:
+            if alert["state"] == "OPEN":
+                return alert
+            found = found or alert
+    return found
+
+
+def feedback_record(alert: dict[str, Any], outcome: str, *, who: str, now_ms: int, fault: str | None = None, note: str | None = None,
+                    failure_ts_ms: int | None = None) -> dict[str, Any]:
+    """The AlertFeedback record for ``alert``: resolved and sent now, keyed (by the caller) by the alert's asset.
+
+    >>> feedback_record({"alert_id": "ab12", "asset_id": "pump-7"}, "fault-found", who="crew-3", now_ms=5, failure_ts_ms=2)
+    {'alert_id': 'ab12', 'asset_id': 'pump-7', 'outcome': 'fault-found', 'fault': None, 'note': None, 'resolved_ts_ms': 5, 'failure_ts_ms': 2, 'who': 'crew-3', 'ts_ms': 5}
+    """
+    return {"alert_id": alert["alert_id"], "asset_id": alert["asset_id"], "outcome": outcome, "fault": fault, "note": note,
+            "resolved_ts_ms": now_ms, "failure_ts_ms": failure_ts_ms, "who": who, "ts_ms": now_ms}
+
+
+def send_feedback(settings: Settings, codec: AvroCodec, record: dict[str, Any], timeout_s: float = 30.0) -> tuple[int, int]:
+    """Produce ``record`` to alerts.feedback keyed by its asset (idempotent, acks=all) and wait for the broker; (partition, offset)."""
+    from confluent_kafka import Producer
+
+    topic = settings.topic(ALERTS_FEEDBACK)
+    producer = Producer(settings.confluent_config(**{"enable.idempotence": True, "acks": "all", "log.connection.close": False,
+                                                     "message.timeout.ms": int(timeout_s * 1000), "partitioner": "murmur2_random"}))
+    delivered: list[Any] = []
+    producer.produce(topic, key=record["asset_id"].encode(), value=codec.encode(topic, SCHEMA_OF_TOPIC[ALERTS_FEEDBACK], record),
+                     on_delivery=lambda err, msg: delivered.append((err, msg)))
+    producer.flush(timeout_s + 5)
+    if not delivered:
+        raise RuntimeError(f"the broker did not acknowledge the feedback within {timeout_s:g} s; it may not have been sent")
+    err, msg = delivered[0]
+    if err is not None:
+        raise RuntimeError(f"the feedback was not sent to {topic}: {err.str()}")
+    return msg.partition(), msg.offset()
+
+
+def cmd_alerts_resolve(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from vigil.streams.runtime.topics import ensure_topics
+
+    if args.outcome not in FEEDBACK_OUTCOMES:
+        raise ValueError(f"unknown outcome {args.outcome!r}: say {' or '.join(FEEDBACK_OUTCOMES)}; nothing sent")
+    try:
+        failure_ts_ms = parse_time_ms(args.failure_at) if args.failure_at is not None else None
+    except ValueError as exc:
+        raise ValueError(f"--failure-at {exc}; nothing sent") from None
+    if failure_ts_ms is not None and args.outcome == "nothing-found":
+        raise ValueError("--failure-at says something failed, which --outcome nothing-found denies; nothing sent")
+    who = args.who or _os_user()
+    settings = Settings.from_env()
+    codec = codec_from_settings(settings.schema_registry)
+    try:
+        alert = find_alert(settings, codec, args.alert_id)
+        if alert is None:
+            raise LookupError(f"no alert {args.alert_id!r} on {settings.topic(ALERTS)}; nothing sent")
+        if not alert["kind"].startswith("pump."):
+            raise ValueError(f"alert {args.alert_id!r} is a {alert['kind']} alert; feedback is for pump alerts; nothing sent")
+        record = feedback_record(alert, args.outcome, who=who, now_ms=int(time.time() * 1000), fault=args.fault, note=args.note,
+                                 failure_ts_ms=failure_ts_ms)
+        problem = feedback_problem(record)
+        if problem is not None:
+            raise ValueError(f"{problem}; nothing sent")
+        ensure_topics(settings, [spec for spec in ALL_TOPICS if spec.name == ALERTS_FEEDBACK])
+        partition, offset = send_feedback(settings, codec, record)
+    except (KafkaException, TimeoutError) as exc:
+        raise RuntimeError(f"could not reach the broker at {settings.bootstrap_servers} ({exc})") from None
+    if args.json:
+        print_json(record)
+        return 0
+    found = f" {escape(record['fault'])}" if record["fault"] else ""
+    failed = f", failed {_utc(failure_ts_ms)} UTC" if failure_ts_ms is not None else ""
+    note = f" ({escape(record['note'])})" if record["note"] else ""
+    style = "red" if args.outcome == "fault-found" else "green"
+    out.print(f"{escape(record['alert_id'])} on {escape(record['asset_id'])}: [{style}]{args.outcome}[/{style}]{found}{failed}{note}, "
+              f"by {escape(who)}; sent to {settings.topic(ALERTS_FEEDBACK)} [{partition}] at offset {offset}", soft_wrap=True, highlight=False)
+    return 0
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in the environment or the password database
+        raise ValueError("could not tell who you are from the OS; say it with --who") from None
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("alerts", help="read the alerts topic")
+    p = sub.add_parser("alerts", help="read the alerts topic; resolve an alert with what maintenance found")
     alerts_sub = p.add_subparsers(dest="alerts_command", required=True)
     p = alerts_sub.add_parser("tail", help="follow alerts as they are published (Ctrl-C stops)")
     p.add_argument("--from-beginning", action="store_true", help="start from the oldest alert kept, not from now")
@@ -121,3 +237,14 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout-s", type=float, default=None, help="stop after this long with nothing new")
     p.add_argument("--json", action="store_true", help="one JSON object per alert record")
     p.set_defaults(func=cmd_alerts_tail)
+    p = alerts_sub.add_parser("resolve", help="say what maintenance found for an alert (its label, on alerts.feedback)")
+    p.add_argument("alert_id", metavar="ALERT_ID")
+    p.add_argument("--outcome", required=True, help=f"{' or '.join(FEEDBACK_OUTCOMES)}")
+    p.add_argument("--fault", default=None, help="what was found, e.g. outer_race, seal_leak")
+    p.add_argument("--note", default=None)
+    p.add_argument("--failure-at", default=None,
+                   help="when the fault became a failure (ISO 8601, UTC unless a zone is given, or epoch ms), for lead times; "
+                        "only with fault-found")
+    p.add_argument("--who", default=None, help="default: your OS user name")
+    p.add_argument("--json", action="store_true", help="print the record sent")
+    p.set_defaults(func=cmd_alerts_resolve)

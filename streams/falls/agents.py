@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from vigil.models.falls import FallClassifier, ScreenConfig
 from vigil.models.registry import FALL_TIER, ModelNotFoundError, ModelRegistry
 from vigil.streams.falls.classify import FallModelStage, WearerClassifyState
-from vigil.streams.falls.confirm import ConfirmStage, WearerConfirmState, overdue_partitions
+from vigil.streams.falls.confirm import ConfirmStage, WearerConfirmState, hold_is_over, overdue_partitions
 from vigil.streams.falls.screen import ScreenStage, WearerScreenState
 from vigil.streams.runtime import metrics
 from vigil.streams.runtime.agent_loop import StagePublisher, TopologyWiring, observe_outputs, register_stage_agent
@@ -95,7 +95,7 @@ class ConfirmationTimer:
     the answer or by the deadline, never both. Before alerting it makes sure the
     worker has read every answer already in the partition (a restarted worker
     may have answers waiting from while it was down), but holds an alert at most
-    ``fall_confirm_max_hold_s`` past the deadline.
+    ``fall_confirm_max_hold_s`` (see ``hold_is_over``).
     """
 
     def __init__(self, app: Any, settings: Settings, stage: ConfirmStage, state: TableState[WearerConfirmState],
@@ -105,6 +105,7 @@ class ConfirmationTimer:
         self.with_pending: set[str] | None = None  # wearers with open confirmations; None: rebuild from the table
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset the stage has not processed
         self.generation: Any = None
+        self.taken_ms: dict[int, float] = {}  # suspected partition -> when this generation first saw it assigned
 
     def on_written(self, messages: Sequence[RawMessage], result: StageResult) -> None:
         for m in messages:
@@ -129,20 +130,24 @@ class ConfirmationTimer:
         if app.rebalancing or getattr(app, "in_recovery", False):
             return  # the table may be half recovered
         if app.consumer_generation_id != self.generation:
-            self.generation, self.with_pending = app.consumer_generation_id, None
+            self.generation, self.with_pending, self.taken_ms = app.consumer_generation_id, None, {}
+        now_ms = time.time() * 1000.0
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == self.stage.suspected_topic}
+        for partition in mine:
+            self.taken_ms.setdefault(partition, now_ms)
         async with self.lock:
             if self.with_pending is None:
                 self.with_pending = {w for w in self.state if self.state[w].pending}
             if not self.with_pending:
                 return
             now_ms = time.time() * 1000.0
-            mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == self.stage.suspected_topic}
             open_here = {w: s for w in self.with_pending if (s := self.state.get(w)) is not None and s.partition in mine}
             due = overdue_partitions(open_here.values(), now_ms)
             if not due:
                 return
             ready = {partition for partition, deadline in due.items()
-                     if now_ms - deadline >= self.max_hold_ms or await self.answers_read(partition)}
+                     if hold_is_over(deadline, self.taken_ms[partition], now_ms, self.max_hold_ms)
+                     or await self.answers_read(partition)}
             held = sorted(set(due) - ready)
             if held:
                 logger.info("expired confirmations held until the answers already sent are read", extra={"partitions": held})

@@ -8,6 +8,7 @@ Only windows the model fires on go on to the wearer.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -99,8 +100,10 @@ class FallModelStage(ModelServingStage[FallClassifier]):
         """FallSuspected records for the windows ``serving`` fires on, to ``topic`` (None: fall.suspected)."""
         model = serving.model
         accepted = [record for record, _ in items]
+        started = time.perf_counter()
         features = fall_window_features(np.stack([window for _, window in items]), model.fs_hz)
         probability = model.predict_proba_features(features)
+        result.timed(FALL_TIER, started)
         fires = probability >= model.threshold_
         for record, row, p in zip([r for r, fired in zip(accepted, fires) if fired], features[fires], probability[fires]):
             result.emit({

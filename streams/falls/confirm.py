@@ -111,6 +111,21 @@ def overdue_partitions(states: Iterable[WearerConfirmState], now_ms: float) -> d
     return due
 
 
+def hold_is_over(deadline_ts_ms: float, taken_ms: float, now_ms: float, max_hold_ms: float) -> bool:
+    """Whether an expired confirmation may be alerted without proof that every answer was read.
+
+    The hold counts from the later of the deadline and the moment this worker
+    took the wearer's partition, so a worker that starts slowly after an outage
+    still gets the whole hold to read the answers sent while it was down.
+
+    >>> hold_is_over(deadline_ts_ms=10_000, taken_ms=0, now_ms=20_000, max_hold_ms=10_000)
+    True
+    >>> hold_is_over(deadline_ts_ms=10_000, taken_ms=15_000, now_ms=20_000, max_hold_ms=10_000)
+    False
+    """
+    return now_ms - max(deadline_ts_ms, taken_ms) >= max_hold_ms
+
+
 def emergency_alert(wearer_id: str, event: PendingConfirmation | Decision, state: str, ts_ms: int, detail: str,
                     features: Mapping[str, float] | None = None) -> dict[str, Any]:
     """An Alert record (schemas/common/Alert.v1.avsc) of kind fall.emergency.

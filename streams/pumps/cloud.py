@@ -9,6 +9,7 @@ not per window.
 """
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -126,9 +127,11 @@ class CloudStage(ModelServingStage[CloudModel]):
                     to_score[(shadow.version, record["feature_set"])].append((shadow_index, stream.history))
 
         for (version, name), items in to_score.items():
+            started = time.perf_counter()
             model = by_version[version]
             sequences = [np.vstack([np.zeros((max(0, model.window - len(h)), h.shape[1])), h[-model.window :]]) for _, h in items]
             scores = model.feature_sets[name].score_many(np.stack(sequences))
+            result.timed(self.tier, started)
             threshold = thresholds[version][name]
             for (index, _), score in zip(items, scores.tolist()):
                 out = result.outputs[index]

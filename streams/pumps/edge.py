@@ -7,6 +7,7 @@ feature set are scored in one call.
 """
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -128,6 +129,7 @@ class EdgeStage(ModelServingStage[EdgeModel]):
             for i in range(served):
                 result.emit(_as_scored_by(result.outputs[i], shadow.model, shadow.version), result.event_end_ms[i], self.shadow_topic)
         for (version, name), items in to_score.items():
+            started = time.perf_counter()
             X = np.vstack([x for _, x, _ in items])
             center = np.vstack([b.center for _, _, b in items])
             scale = np.vstack([b.scale for _, _, b in items])
@@ -136,6 +138,7 @@ class EdgeStage(ModelServingStage[EdgeModel]):
             shadow_set = shadow.model.for_feature_set(name) if shadow is not None else None
             if shadow_set is not None:
                 _score_into(result.outputs, [served + i for i, _, _ in items], shadow_set, X, center, scale)
+            result.timed(self.tier, started)
         return result
 
 

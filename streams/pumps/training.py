@@ -22,6 +22,7 @@ from vigil.models.cloud import CloudModel
 from vigil.models.edge import EdgeModel, fit_feature_set
 from vigil.models.registry import CLOUD_TIER, EDGE_TIER, ModelNotFoundError, ModelRegistry
 from vigil.models.simulate import FleetSimulator, make_fleet
+from vigil.models.drift import reference_score_histogram
 from vigil.models.training import fingerprint, fit_cloud_model, reference_histograms
 from vigil.streams.pumps.offline import OfflinePumpPipeline
 from vigil.streams.pumps.run_to_failure import RunToFailureProtocol, pack_features, pack_lives, protocol_assets
@@ -132,6 +133,9 @@ def fit_pump_models(
         edge=edge,
         cloud=cloud,
         edge_metadata={**common, "baseline_windows": config.baseline_windows,
+                       # Prediction drift (ops.drift) compares the stream's edge scores and flag rate with these.
+                       "score_reference": {fs: reference_score_histogram(m.scorer.training_scores_, m.scorer.threshold_)
+                                           for fs, m in edge_sets.items()},
                        "thresholds": {fs: m.scorer.threshold_ for fs, m in edge_sets.items()}, "metrics": edge_metrics},
         cloud_metadata={**common, "window": config.cloud_window,
                         "thresholds": {fs: s.threshold_ for fs, s in cloud.feature_sets.items()}, "metrics": cloud_metrics},

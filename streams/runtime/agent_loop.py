@@ -116,7 +116,8 @@ def register_stage_agent(
                 continue
             decision = continuity.admit(generation, m.tp, m.offset, committed.get(m.tp))
             if decision == "process":
-                messages.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value))
+                messages.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value,
+                                           int(m.timestamp * 1000) if m.timestamp else None))
             elif decision != "skip":
                 held.append(e)  # beyond a hole: delivered again after the seek, never committed before that
                 if decision == "reseek":
@@ -295,6 +296,8 @@ def observe_outputs(name: str, result: StageResult) -> None:
         metrics.EDGE_FLAGGED.labels(feature_set).inc(count)
     for feature_set, count in result.confirmed.items():
         metrics.CLOUD_CONFIRMED.labels(feature_set).inc(count)
+    for tier, seconds in result.inference_s.items():
+        metrics.INFERENCE_SECONDS.labels(tier).observe(seconds)
     latency = metrics.EVENT_LATENCY.labels(name)
     for end_ms in result.event_end_ms:
         latency.observe(max(0.0, (now_ms - end_ms) / 1000.0))
@@ -389,9 +392,11 @@ class StagePublisher:
         from faust.serializers import codecs
 
         outgoing, replayed = [], 0
-        for record, logical in zip(result.outputs, result.output_topics):
+        keys = result.output_keys if len(result.output_keys) == len(result.outputs) else [None] * len(result.outputs)
+        for record, logical, given_key in zip(result.outputs, result.output_topics, keys):
             topic, codec = self.topics[logical]
-            key, value = record_key(record), codecs.dumps(codec, record)
+            key = given_key.encode() if given_key is not None else record_key(record)
+            value = codecs.dumps(codec, record)
             if self.fence is not None and self.fence.claim(topic, key, value):
                 replayed += 1  # published by this partition's previous owner after its last state write
                 continue

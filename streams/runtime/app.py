@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+LAG_INTERVAL_S = 5.0
+
 
 class _FastFetchConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
     """Faust hard-codes ``fetch_max_wait_ms=1500``; an agent slower than its fetches then
@@ -141,6 +143,9 @@ def create_app(
     else:
         logger.warning("no active fall model: the fall topology is not running; train one with "
                        "`vigil train falls --pack PATH` (or --simulate)", extra={"models_dir": str(settings.models_dir)})
+    from vigil.streams.ops.agents import register_ops_agents
+
+    register_ops_agents(app, settings, codec, fall_model.model.fs_hz if fall_model else None)
     _register_metrics_page(app, models, fall_model or None)
     _register_model_control(app, settings, codec, model_stages)
     return app
@@ -177,6 +182,19 @@ def _register_metrics_page(app: VigilApp, models: ActivePumpModels, fall_model: 
     metrics.MODEL_SERVING.labels(CLOUD_TIER, "active", models.cloud_version).set(1)
     if fall_model:
         metrics.MODEL_SERVING.labels(FALL_TIER, "active", fall_model.version).set(1)
+
+    @app.timer(LAG_INTERVAL_S, name="consumer_lag")
+    async def export_consumer_lag() -> None:
+        """Records between each assigned partition's end and the offset committed for it (vigil_consumer_lag)."""
+        from vigil.streams.runtime.agent_loop import consumer_highwaters
+
+        consumer = app.consumer
+        assigned = list(consumer.assignment())
+        committed = getattr(consumer, "_committed_offset", {})  # Faust internal: TP -> next offset to read
+        for tp, end in consumer_highwaters(app, assigned).items():
+            if end is not None:
+                done = committed.get(tp) or 0
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
 
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:

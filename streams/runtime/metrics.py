@@ -48,6 +48,23 @@ MODEL_REFUSALS = Counter("vigil_model_refusals_total",
                          "models.control changes not applied (the worker kept its model): unknown version, failed checksum, bad record",
                          ["tier", "reason"])
 
+# Monitoring (streams.ops): each worker reports the findings its partitions hold; Prometheus sums the workers.
+DRIFT_FINDINGS_OPEN = Gauge("vigil_drift_findings_open", "Drift findings open now on this worker's partitions",
+                            ["kind", "scope"])
+DRIFT_KL = Gauge("vigil_drift_kl", "Fleet KL divergence of each feature's deviations from the reference, latest closed short window",
+                 ["feature_set", "feature"])
+QUALITY_FINDINGS_OPEN = Gauge("vigil_quality_findings_open", "Data-quality findings open now on this worker's partitions",
+                              ["check", "scope"])
+QUALITY_BAD_DEVICE_SHARE = Gauge("vigil_quality_bad_device_share", "Share of devices with an open quality finding, latest fleet window",
+                                 ["topology"])
+QUALITY_BAD_READING_SHARE = Gauge("vigil_quality_bad_reading_share", "Share of readings judged bad, latest fleet window", ["topology"])
+ALERT_FEEDBACK = Counter("vigil_alert_feedback_total", "Alert episodes labelled by maintenance (latest label per alert)",
+                         ["model_version", "outcome"])
+MISSED_FAILURES = Counter("vigil_missed_failures_total", "Failures maintenance reported with no alert before them", ["model_version"])
+INFERENCE_SECONDS = Histogram("vigil_inference_seconds", "Time a tier's model takes on one batch", ["tier"],
+                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+CONSUMER_LAG = Gauge("vigil_consumer_lag", "Records between a partition's end and this worker's position", ["topic", "partition"])
+
 
 def parse_samples(text: str) -> dict[str, float]:
     """Prometheus text exposition -> {'name{label="value",...}': value}, read by prometheus_client's own parser.

@@ -108,6 +108,16 @@ class Settings:
     # A restarted worker holds an expired confirmation until it has read the answers that arrived
     # while it was down, but never longer than this past the deadline.
     fall_confirm_max_hold_s: float = 10.0
+    # Monitoring (ops.drift, ops.quality): event-time windows per asset and for the fleet; 0 turns the
+    # long window off. A window closes once the asset's newest event is the grace past its end.
+    monitor_window_s: float = 3600.0
+    monitor_long_window_s: float = 86400.0
+    monitor_grace_s: float = 300.0
+    # Drift: the brief's "feature distribution shift KL > 0.3: investigate"; a finding opens after
+    # open_after consecutive drifted windows and closes after close_after clean ones.
+    drift_kl: float = 0.3
+    drift_open_after: int = 2
+    drift_close_after: int = 3
     batch_size: int = 256
     batch_within_s: float = 0.05
     # Faust hard-codes a 1.5 s fetch long-poll; the design brief measured an agent slower
@@ -166,6 +176,10 @@ class Settings:
             raise ValueError(f"VIGIL_TRENDS_CLEANUP_POLICY must be delete, compact or compact,delete, got {self.trends_cleanup_policy!r}")
         if self.baseline_windows < 2:
             raise ValueError(f"VIGIL_BASELINE_WINDOWS must be >= 2, got {self.baseline_windows}")
+        if self.monitor_window_s <= 0 or self.monitor_long_window_s < 0 or self.monitor_grace_s < 0:
+            raise ValueError("VIGIL_MONITOR_WINDOW_S must be > 0, VIGIL_MONITOR_LONG_WINDOW_S and VIGIL_MONITOR_GRACE_S >= 0")
+        if self.drift_open_after < 1 or self.drift_close_after < 1:
+            raise ValueError("VIGIL_DRIFT_OPEN_AFTER and VIGIL_DRIFT_CLOSE_AFTER must be >= 1")
         if self.batch_size < 1:
             raise ValueError(f"VIGIL_BATCH_SIZE must be >= 1, got {self.batch_size}")
         protocol = self.security.get("security_protocol", "PLAINTEXT").upper()
@@ -177,6 +191,10 @@ class Settings:
 
         return AlertPolicyConfig(confirm_k=self.alert_confirm_k, confirm_n=self.alert_confirm_n, quiet_s=self.alert_quiet_s,
                                  confirm_within_s=self.alert_confirm_within_s)
+
+    def monitor_windows_s(self) -> tuple[float, ...]:
+        """The event-time windows drift and quality are judged over, shortest first."""
+        return tuple(w for w in (self.monitor_window_s, self.monitor_long_window_s) if w > 0)
 
     def with_broker(self, bootstrap: str) -> "Settings":
         return replace(self, broker_hosts=tuple(parse_broker_url(bootstrap)))

@@ -29,6 +29,8 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    # The broker's (or producer's) timestamp of the record, ms; None where there is none (offline replay).
+    timestamp_ms: int | None = None
 
 
 @dataclass
@@ -38,6 +40,9 @@ class StageResult(Generic[S]):
     output_topics: list[str | None] = field(default_factory=list)
     # Event time (ms) each output describes up to, for the event-to-output latency metric.
     event_end_ms: list[float] = field(default_factory=list)
+    # The Kafka key of each output; None: its asset (or wearer). Fleet summaries share one key, so
+    # one partition, and so one worker, sees them all.
+    output_keys: list[str | None] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
     # Sequence numbers skipped between consecutive records of an asset: records that never
@@ -52,6 +57,12 @@ class StageResult(Generic[S]):
     # Flagged windows the cloud tier confirmed, per feature set (vigil_cloud_confirmed_total): kept
     # apart from ``flagged`` so the edge panel counts edge verdicts only.
     confirmed: dict[str, int] = field(default_factory=dict)
+    # Seconds the batch spent in each tier's model (vigil_inference_seconds), shadows included.
+    inference_s: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, tier: str, started_s: float) -> None:
+        """Adds the time since ``started_s`` (time.perf_counter) to ``tier``'s inference time."""
+        self.inference_s[tier] = self.inference_s.get(tier, 0.0) + time.perf_counter() - started_s
 
     def admit(self, seq: int, last_seq: int) -> bool:
         """False for a duplicate (seq already processed: skip it, it is counted); counts gaps."""
@@ -73,10 +84,11 @@ class StageResult(Generic[S]):
     def reject(self, message: RawMessage, rejection: Rejection) -> None:
         self.dead_letters.append(dead_letter(message, rejection))
 
-    def emit(self, record: dict[str, Any], event_end_ms: float, topic: str | None = None) -> int:
+    def emit(self, record: dict[str, Any], event_end_ms: float, topic: str | None = None, key: str | None = None) -> int:
         self.outputs.append(record)
         self.output_topics.append(topic)
         self.event_end_ms.append(event_end_ms)
+        self.output_keys.append(key)
         return len(self.outputs) - 1
 
     def pending_state(self, key: str, state: Mapping[str, S]) -> S | None:
@@ -175,6 +187,7 @@ def process_isolating_errors(
         combined.outputs += one.outputs
         combined.output_topics += one.output_topics
         combined.event_end_ms += one.event_end_ms
+        combined.output_keys += one.output_keys
         combined.dead_letters += one.dead_letters
         combined.duplicates += one.duplicates
         combined.seq_gaps += one.seq_gaps
@@ -184,4 +197,6 @@ def process_isolating_errors(
             combined.flagged[name] = combined.flagged.get(name, 0) + count
         for name, count in one.confirmed.items():
             combined.confirmed[name] = combined.confirmed.get(name, 0) + count
+        for tier, seconds in one.inference_s.items():
+            combined.inference_s[tier] = combined.inference_s.get(tier, 0.0) + seconds
     return combined

@@ -41,6 +41,15 @@ MODELS_ARTIFACTS = "models.artifacts"
 MODELS_DEADLETTER = "models.deadletter"
 OPS_EVENTS = "ops.events"
 
+OPS_DRIFT = "ops.drift"
+OPS_DRIFT_WINDOWS = "ops.drift.windows"
+OPS_QUALITY = "ops.quality"
+OPS_QUALITY_WINDOWS = "ops.quality.windows"
+ALERTS_FEEDBACK = "alerts.feedback"
+ALERTS_LABELLED = "alerts.labelled"
+# Fleet summaries and fleet findings are keyed by this one key, so one worker's fleet stage sees every asset's windows.
+FLEET_KEY = "fleet"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -89,7 +98,18 @@ LIFECYCLE_TOPICS: tuple[TopicSpec, ...] = (
               partitions=1),
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = PUMP_TOPICS + FALL_TOPICS + LIFECYCLE_TOPICS
+MONITORING_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(OPS_DRIFT_WINDOWS, "vigil.ops.DriftWindow",
+              "each pump's closed drift windows as binned counts, all under the key 'fleet' for the fleet drift stage"),
+    TopicSpec(OPS_DRIFT, "vigil.ops.DriftFinding", "feature and prediction drift episodes per pump and for the fleet: open, update, close"),
+    TopicSpec(OPS_QUALITY_WINDOWS, "vigil.ops.QualityWindow",
+              "each device's closed data-quality windows, all under the key 'fleet' for the fleet quality stage"),
+    TopicSpec(OPS_QUALITY, "vigil.ops.QualityFinding", "data-quality episodes per device and check, and for the fleet: open, update, close"),
+    TopicSpec(ALERTS_FEEDBACK, "vigil.common.AlertFeedback", "what maintenance found for each alert (`vigil alerts resolve`), keyed by asset"),
+    TopicSpec(ALERTS_LABELLED, "vigil.ops.LabelledEpisode", "alert episodes joined with their latest label; unlabelled ones say so"),
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = PUMP_TOPICS + FALL_TOPICS + LIFECYCLE_TOPICS + MONITORING_TOPICS
 SCHEMA_OF_TOPIC = {spec.name: spec.schema for spec in ALL_TOPICS}
 # Raw record kinds (as the simulator and pack readers name them) and their input topics.
 RAW_TOPIC_OF_KIND = {"vibration": PUMP_VIBRATION_RAW, "process": PUMP_PROCESS_RAW}

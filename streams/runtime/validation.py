@@ -33,6 +33,8 @@ REASONS = (
     "unsupported_rate",  # a wearable sampling rate the active fall model was not trained for
     "unknown_request",  # an answer to a confirmation request this wearer was never sent
     "processing_error",  # the stage raised on this record (a bug to fix; the record is kept for replay)
+    "invalid_feedback",  # an alerts.feedback record vigil.models.feedback.feedback_problem refuses
+    "unknown_alert",  # feedback naming an alert id its asset never raised, after the grace
     *CONTROL_REASONS,
 )
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from vigil.models.features import VIBRATION_FEATURES, extract_window_features
 from vigil.models.simulate import FleetSimulator, make_fleet
@@ -51,3 +52,21 @@ def test_process_sensors_follow_the_defect():
     late = np.mean([p["current_a"] for p in process[-20:]])
     assert late > early * 1.05
     assert process[-1]["motor_temp_c"] > process[0]["motor_temp_c"]
+
+
+def test_injected_changes_step_the_duty_point_and_flat_line_the_sensors_from_their_time_on():
+    from vigil.models.simulate import PumpSimulator, inject_changes
+
+    fleet, injected = inject_changes(make_fleet(10, seed=3, n_faulty=2), duty_share=0.2, duty_at_s=600.0, duty_step=0.3,
+                                     stuck=2, stuck_at_s=900.0, seed=3)
+    duty = [i.asset_id for i in injected if i.change == "duty_point"]
+    stuck = [i.asset_id for i in injected if i.change == "stuck_sensor"]
+    assert len(duty) == 2 and len(stuck) == 2 and not set(duty) & set(stuck)
+    assert all(s.fault is None for s in fleet if s.asset_id in duty + stuck)  # one cause per pump
+    spec = next(s for s in fleet if s.asset_id == duty[0])
+    assert spec.load(599.0, 0.0) + 0.3 == pytest.approx(spec.load(600.0, 0.0), abs=0.01)
+    pump = PumpSimulator(next(s for s in fleet if s.asset_id == stuck[0]), 3, 0)
+    before, after = pump.vibration(899.0, 512), pump.vibration(900.0, 512)
+    assert np.ptp(before) > 0.05 and np.ptp(after) == 0.0
+    first = pump.process(899.0, 0.1)
+    assert pump.process(900.0, 0.1) == pump.process(1800.0, 0.1) == dict(first, vibration1_rms_g=0.1)

@@ -106,7 +106,7 @@ def test_a_three_node_cluster_gets_replicated_topics_and_vigil_topics_reports_dr
         settings = Settings(broker_hosts=tuple(cluster.bootstrap.split(",")), topic_prefix="drift.", partitions=2, replication=3)
         assert settings.effective_min_insync_replicas == 2
         created = ensure_topics(settings)
-        assert len(created) == len(ALL_TOPICS) == 23 and check_topics(settings) == []
+        assert len(created) == len(ALL_TOPICS) == 29 and check_topics(settings) == []
         admin = AdminClient(settings.confluent_config())
         raw = ConfigResource(ConfigResource.Type.TOPIC, "drift.pump.vibration.raw", incremental_configs=[
             ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tests.streams.falls.conftest import T0_MS
-from vigil.streams.falls.confirm import ALERT_KIND, ConfirmStage, WearerConfirmState, overdue_partitions
+from vigil.streams.falls.confirm import ALERT_KIND, ConfirmStage, WearerConfirmState, hold_is_over, overdue_partitions
 
 SUSPECTED, RESPONSES = "fall.suspected", "wearable.user_response"
 WINDOW_XYZ = np.arange(3000, dtype="<f4").tobytes()
@@ -160,3 +160,13 @@ def test_a_partition_is_overdue_from_its_earliest_passed_deadline_whatever_its_o
     due = overdue_partitions(run.state.values(), now_ms)
     assert due == {1: int((clock.t - 6.0) * 1000) + 10_000}
     assert overdue_partitions(run.state.values(), now_ms - 100) == {}
+
+
+def test_the_hold_on_an_expired_confirmation_counts_from_when_the_worker_took_the_partition():
+    """Regression: a worker that needed 29 s to start after an outage alerted on a wearer who had answered OK."""
+    deadline_ms, max_hold_ms = 100_000, 30_000
+    assert hold_is_over(deadline_ms, taken_ms=0, now_ms=deadline_ms + 30_000, max_hold_ms=max_hold_ms)
+    assert not hold_is_over(deadline_ms, taken_ms=0, now_ms=deadline_ms + 29_999, max_hold_ms=max_hold_ms)
+    taken_late_ms = deadline_ms + 29_000
+    assert not hold_is_over(deadline_ms, taken_late_ms, now_ms=deadline_ms + 31_000, max_hold_ms=max_hold_ms)
+    assert hold_is_over(deadline_ms, taken_late_ms, now_ms=taken_late_ms + 30_000, max_hold_ms=max_hold_ms)

@@ -1,0 +1,1 @@
+"""Monitoring on the stream: drift (``drift``, ``fleet_drift``) against the references models were trained with, and data quality (``quality``, ``fleet_quality``), as ``ops.*`` topics and Prometheus gauges (``agents``)."""

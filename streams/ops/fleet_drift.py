@@ -1,0 +1,153 @@
+"""Stage ops.drift.windows -> ops.drift: drift of the whole fleet, from the pumps' binned windows.
+
+Each pump's drift stage publishes its closed windows as counts on the
+one-partition ``ops.drift.windows``; this stage sums them per window length,
+feature set, edge version and start, and judges the sum against the version's
+reference with the same rules and hysteresis as a pump's. A fleet window
+closes once summaries a whole window later have arrived (pumps close their
+windows at their own pace); a summary for a closed window is counted as late.
+The finding names the features and the pumps whose own windows drifted.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from vigil.models.drift import DriftThresholds
+from vigil.streams.ops.drift import finding_record, step_episodes
+from vigil.streams.ops.references import DriftReferences, judge_counts
+from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.stage import RawMessage, StageResult
+from vigil.streams.runtime.state import pack_state, unpack_state
+from vigil.streams.runtime.topics import FLEET_KEY
+
+WINDOW_SCHEMA = "vigil.ops.DriftWindow"
+
+
+@dataclasses.dataclass
+class FleetWindow:
+    window: str
+    feature_set: str
+    model_version: str
+    start_ms: int
+    end_ms: int
+    features: list[str]
+    feature_counts: np.ndarray
+    score_counts: np.ndarray
+    windows: int = 0
+    flagged: int = 0
+    cloud_scored: int = 0
+    cloud_confirmed: int = 0
+    assets: list[str] = dataclasses.field(default_factory=list)
+    drifted_assets: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # pump -> its drifted features
+
+
+@dataclasses.dataclass
+class FleetDriftState:
+    watermark_ms: dict[str, int] = dataclasses.field(default_factory=dict)  # window|feature set -> newest end seen
+    late: int = 0
+    windows: dict[str, FleetWindow] = dataclasses.field(default_factory=dict)
+    episodes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # feature set -> feature -> KL of the latest closed short window (the vigil_drift_kl gauge)
+    last_kl: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        fields = [[k, w.window, w.feature_set, w.model_version, w.start_ms, w.end_ms, w.features, w.windows, w.flagged,
+                   w.cloud_scored, w.cloud_confirmed, w.assets, w.drifted_assets] for k, w in self.windows.items()]
+        arrays = {}
+        for i, w in enumerate(self.windows.values()):
+            arrays[f"f{i}"], arrays[f"s{i}"] = w.feature_counts, w.score_counts
+        return pack_state({"watermark_ms": self.watermark_ms, "late": self.late, "windows": fields, "episodes": self.episodes,
+                           "last_kl": self.last_kl}, arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "FleetDriftState":
+        header, arrays = unpack_state(data)
+        windows = {}
+        for i, (key, label, fs, version, start, end, features, n, flagged, scored, confirmed, assets, drifted) in enumerate(header["windows"]):
+            windows[key] = FleetWindow(label, fs, version, start, end, features, arrays[f"f{i}"], arrays[f"s{i}"], n, flagged,
+                                       scored, confirmed, assets, drifted)
+        return cls(header["watermark_ms"], header["late"], windows, header["episodes"], header["last_kl"])
+
+
+class FleetDriftStage:
+    def __init__(self, codec: AvroCodec, references: DriftReferences, *, thresholds: DriftThresholds = DriftThresholds(),
+                 open_after: int = 2, close_after: int = 3, short_window: str = "1h") -> None:
+        self.codec, self.references, self.thresholds = codec, references, thresholds
+        self.open_after, self.close_after, self.short_window = open_after, close_after, short_window
+
+    def process(self, messages: Sequence[RawMessage], state: Mapping[str, FleetDriftState]) -> StageResult[FleetDriftState]:
+        result: StageResult[FleetDriftState] = StageResult()
+        fleet: FleetDriftState | None = None
+        for message in messages:
+            record = result.decode(self.codec, message, WINDOW_SCHEMA)
+            if record is None:
+                continue
+            if fleet is None:
+                fleet = result.pending_state(FLEET_KEY, state) or FleetDriftState()
+                result.update_state(FLEET_KEY, fleet, message.partition)
+            self._add(fleet, record)
+        if fleet is not None:
+            self._close_due(result, fleet)
+        return result
+
+    def _add(self, fleet: FleetDriftState, record: Mapping[str, Any]) -> None:
+        stream = f"{record['window']}|{record['feature_set']}"
+        length_ms = record["end_ms"] - record["start_ms"]
+        if record["end_ms"] + length_ms <= fleet.watermark_ms.get(stream, 0) and \
+                f"{stream}|{record['model_version']}|{record['start_ms']}" not in fleet.windows:
+            fleet.late += 1
+            return
+        fleet.watermark_ms[stream] = max(fleet.watermark_ms.get(stream, 0), record["end_ms"])
+        key = f"{stream}|{record['model_version']}|{record['start_ms']}"
+        window = fleet.windows.get(key)
+        names = sorted(record["feature_counts"])
+        if window is None:
+            bins = len(next(iter(record["feature_counts"].values()), [])) or len(self.references.bin_edges) - 1
+            window = fleet.windows[key] = FleetWindow(
+                record["window"], record["feature_set"], record["model_version"], record["start_ms"], record["end_ms"], names,
+                np.zeros((len(names), bins), np.int64), np.zeros(len(record["score_counts"]), np.int64))
+        if record["asset_id"] in window.assets:
+            return  # a replayed summary
+        counts = np.array([record["feature_counts"].get(n, [0] * window.feature_counts.shape[1]) for n in window.features], np.int64)
+        window.feature_counts += counts
+        window.score_counts += np.asarray(record["score_counts"], np.int64)
+        window.windows += record["windows"]
+        window.flagged += record["flagged"]
+        window.cloud_scored += record["cloud_scored"]
+        window.cloud_confirmed += record["cloud_confirmed"]
+        window.assets.append(record["asset_id"])
+        judged, _ = judge_counts(window.features, counts, np.asarray(record["score_counts"]), record["windows"], record["flagged"],
+                                 self.references.get(record["model_version"], record["feature_set"]), self.thresholds)["feature"]
+        drifted = [f.feature for f in judged if f.drifted]
+        if drifted:
+            window.drifted_assets[record["asset_id"]] = drifted
+
+    def _close_due(self, result: StageResult[FleetDriftState], fleet: FleetDriftState) -> None:
+        due = sorted((w for w in fleet.windows.values()
+                      if w.end_ms + (w.end_ms - w.start_ms) <= fleet.watermark_ms.get(f"{w.window}|{w.feature_set}", 0)),
+                     key=lambda w: (w.end_ms, w.window, w.feature_set))
+        for window in due:
+            del fleet.windows[f"{window.window}|{window.feature_set}|{window.model_version}|{window.start_ms}"]
+            verdicts = judge_counts(window.features, window.feature_counts, window.score_counts, window.windows, window.flagged,
+                                    self.references.get(window.model_version, window.feature_set), self.thresholds)
+            if window.window == self.short_window:
+                fleet.last_kl[window.feature_set] = {f.feature: round(float(f.kl), 6) for f in verdicts["feature"][0]}
+            for kind, (judged, unreferenced) in verdicts.items():
+                key = f"{kind}|{window.feature_set}|{window.window}"
+                episode = fleet.episodes.setdefault(key, {"features": {}, "opened_ts_ms": None})
+                change, open_features = step_episodes(episode, judged, window.end_ms, self.open_after, self.close_after)
+                if change is None:
+                    continue
+                if change == "OPEN":
+                    episode["opened_ts_ms"] = window.end_ms
+                named = [f for f in judged if f.feature in open_features] if change != "CLOSE" else list(judged)
+                assets = sorted(a for a, fs in window.drifted_assets.items() if set(fs) & set(open_features)) \
+                    if kind == "feature" else sorted(window.assets)
+                result.emit(finding_record(
+                    scope="fleet", asset_id=FLEET_KEY, kind=kind, feature_set=window.feature_set,
+                    model_version=window.model_version, window=window.window, state=change, opened_ts_ms=episode["opened_ts_ms"],
+                    start_ms=window.start_ms, end_ms=window.end_ms, assets=assets, features=named, unreferenced=unreferenced),
+                    float(window.end_ms))
