@@ -96,6 +96,9 @@ class QualityThresholds:
     # |median(broker - event end)| beyond 5 s: an unsynchronised device clock (NTP keeps
     # healthy devices within tens of ms; the rest is transport delay, well under a second).
     max_clock_skew_s: float = 5.0
+    # False where broker time says nothing about a device's clock: history replayed faster than it
+    # happened (the demo, a backfill). Lateness and skew are still measured, never judged.
+    clock_checks: bool = True
     # Five minutes without data: longer than any healthy stream's retries, and long enough
     # to empty a good part of an hourly trend bucket.
     max_gap_ms: int = 300_000
@@ -364,7 +367,7 @@ class AssetQuality:
             delay = float(broker_ts_ms) - end_ms
             w.skew_ms.add(delay)
             w.max_delay_ms = delay if w.max_delay_ms is None else max(w.max_delay_ms, delay)
-            if delay > t.lateness_ms:
+            if delay > t.lateness_ms and t.clock_checks:
                 w.late += 1
                 bad = True
         stuck = self._stuck(x, t) if self.kind == "process" else self._flat(x, t)
@@ -515,10 +518,11 @@ class AssetQuality:
         longest = min(max(float(longest), 0.0), float(t.window_ms))
         # Periodic captures far apart are silent between captures by design: never below 1.5 intervals.
         gap_bound = max(float(t.max_gap_ms), t.missing_factor * interval if interval else 0.0)
-        check("gap", longest > gap_bound, longest_s=longest / 1000.0, bound_s=gap_bound / 1000.0)
+        # Until the cadence is known a silence cannot be told from the capture interval: not judged yet.
+        check("gap", interval is not None and longest > gap_bound, longest_s=longest / 1000.0, bound_s=gap_bound / 1000.0)
 
         skew = w.skew_ms.value
-        check("clock_skew", skew is not None and abs(skew) > t.max_clock_skew_s * 1000.0,
+        check("clock_skew", t.clock_checks and skew is not None and abs(skew) > t.max_clock_skew_s * 1000.0,
               skew_s=None if skew is None else skew / 1000.0, records=w.skew_ms.count, bound_s=t.max_clock_skew_s)
         floor = None
         if kind != "process":

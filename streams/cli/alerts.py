@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from vigil.models.feedback import FEEDBACK_OUTCOMES, feedback_problem
 from vigil.streams.cli.common import console, out, print_json, stop_event
+from vigil.streams.ops.labels import feedback_record, find_alert, send_feedback
 from vigil.streams.runtime.codec import AvroCodec, DecodeError, codec_from_settings
 from vigil.streams.runtime.settings import Settings
 from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, ALL_TOPICS, SCHEMA_OF_TOPIC
@@ -129,53 +130,6 @@ def parse_time_ms(text: str) -> int:
     except ValueError:
         raise ValueError(f"{text!r} is neither an ISO 8601 date-time nor epoch milliseconds") from None
     return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() * 1000)
-
-
-def find_alert(settings: Settings, codec: AvroCodec, alert_id: str, timeout_s: float = 60.0) -> dict[str, Any] | None:
-    """A record of the alert episode ``alert_id`` on the alerts topic (its OPEN when kept), or None."""
-    from vigil.streams.lifecycle.control import read_to_end
-
-    found = None
-    for record in read_to_end(settings, ALERTS, timeout_s=timeout_s):
-        try:
-            alert = codec.decode(record.value, SCHEMA_OF_TOPIC[ALERTS])
-        except DecodeError:
-            continue  # the workers dead-letter what is not an Alert; it names no episode
-        if alert["alert_id"] == alert_id:
-            if alert["state"] == "OPEN":
-                return alert
-            found = found or alert
-    return found
-
-
-def feedback_record(alert: dict[str, Any], outcome: str, *, who: str, now_ms: int, fault: str | None = None, note: str | None = None,
-                    failure_ts_ms: int | None = None) -> dict[str, Any]:
-    """The AlertFeedback record for ``alert``: resolved and sent now, keyed (by the caller) by the alert's asset.
-
-    >>> feedback_record({"alert_id": "ab12", "asset_id": "pump-7"}, "fault-found", who="crew-3", now_ms=5, failure_ts_ms=2)
-    {'alert_id': 'ab12', 'asset_id': 'pump-7', 'outcome': 'fault-found', 'fault': None, 'note': None, 'resolved_ts_ms': 5, 'failure_ts_ms': 2, 'who': 'crew-3', 'ts_ms': 5}
-    """
-    return {"alert_id": alert["alert_id"], "asset_id": alert["asset_id"], "outcome": outcome, "fault": fault, "note": note,
-            "resolved_ts_ms": now_ms, "failure_ts_ms": failure_ts_ms, "who": who, "ts_ms": now_ms}
-
-
-def send_feedback(settings: Settings, codec: AvroCodec, record: dict[str, Any], timeout_s: float = 30.0) -> tuple[int, int]:
-    """Produce ``record`` to alerts.feedback keyed by its asset (idempotent, acks=all) and wait for the broker; (partition, offset)."""
-    from confluent_kafka import Producer
-
-    topic = settings.topic(ALERTS_FEEDBACK)
-    producer = Producer(settings.confluent_config(**{"enable.idempotence": True, "acks": "all", "log.connection.close": False,
-                                                     "message.timeout.ms": int(timeout_s * 1000), "partitioner": "murmur2_random"}))
-    delivered: list[Any] = []
-    producer.produce(topic, key=record["asset_id"].encode(), value=codec.encode(topic, SCHEMA_OF_TOPIC[ALERTS_FEEDBACK], record),
-                     on_delivery=lambda err, msg: delivered.append((err, msg)))
-    producer.flush(timeout_s + 5)
-    if not delivered:
-        raise RuntimeError(f"the broker did not acknowledge the feedback within {timeout_s:g} s; it may not have been sent")
-    err, msg = delivered[0]
-    if err is not None:
-        raise RuntimeError(f"the feedback was not sent to {topic}: {err.str()}")
-    return msg.partition(), msg.offset()
 
 
 def cmd_alerts_resolve(args: argparse.Namespace) -> int:

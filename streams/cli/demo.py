@@ -18,7 +18,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         falls=falls,
         pumps=args.pumps, faulty=args.faulty, days=args.days, capture_interval_s=args.capture_interval_s,
         pack=Path(args.pack) if args.pack else None, use_registry=args.use_registry, max_seconds=args.max_seconds,
-        publish_seconds=args.publish_seconds, retrain_at=args.retrain_at,
+        publish_seconds=args.publish_seconds, retrain_at=args.retrain_at, inject=not args.no_inject,
         seed=args.seed, json=args.json, report_dir=Path(args.report_dir),
     ))
 
@@ -42,6 +42,8 @@ def register(sub: Any) -> None:
     p.add_argument("--retrain-at", type=float, default=0.3,
                    help="share of the publishing after which the demo retrains on the stream, shadows, compares and promotes "
                         "the candidate (0: keep the first models)")
+    p.add_argument("--no-inject", action="store_true",
+                   help="leave out the mid-week duty-point step on a fifth of the pumps and the two stuck sensors")
     p.add_argument("--report-dir", default="vigil-report")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

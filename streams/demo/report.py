@@ -117,6 +117,8 @@ class DemoReport:
     notes: list[str] = field(default_factory=list)
     falls: FallSection | None = None
     models: ModelSection | None = None
+    # Titled tables of the monitoring findings (drift, data quality, realised performance); empty without them.
+    monitoring: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- numbers
@@ -445,6 +447,7 @@ def write_report(report: DemoReport, out_dir: Path) -> Path:
         fall_alerts=_columns(report.falls.alert_rows) if report.falls is not None else None,
         model_switches=_columns(report.models.switch_rows) if report.models is not None else None,
         model_versions=_columns(report.models.version_rows) if report.models is not None else None,
+        monitoring={title: _columns(rows) for title, rows in report.monitoring.items()},
         severities=[*SEVERITY_COLOURS.items(), ("other", UNKNOWN_SEVERITY_COLOUR)],
     )
     index = out_dir / "index.html"

@@ -38,6 +38,7 @@ from rich.table import Table
 
 from vigil.streams.demo.falls import FallDemo, FallDemoOptions, prepare_fall_model
 from vigil.streams.demo.lifecycle import DemoModelChange
+from vigil.streams.demo.monitoring import DemoMonitoring, InjectedChange
 from vigil.streams.demo.report import DAY_MS, HOUR_MS
 from vigil.streams.demo.watch import DemoWatcher
 from vigil.streams.runtime.settings import Settings
@@ -62,6 +63,8 @@ class DemoOptions:
     # Share of the publishing after which the demo retrains, shadows and compares; it promotes the candidate
     # half-way through the rest (streams/demo/lifecycle.py). 0: no model change.
     retrain_at: float = 0.3
+    # A duty-point step on a fifth of the healthy pumps mid-week and two stuck sensors (simulated fleet only).
+    inject: bool = True
     seed: int = 7
     json: bool = False
     report_dir: Path = Path("vigil-report")
@@ -102,21 +105,29 @@ class DemoSource:
     total_records: int
     start_ms: int
     end_ms: int
+    injected: list[InjectedChange] = field(default_factory=list)
 
 
 def simulated_source(options: DemoOptions) -> DemoSource:
-    from vigil.models.simulate import DEFAULT_START_TS_MS, FleetSimulator, make_fleet
+    from vigil.models.simulate import DEFAULT_START_TS_MS, FleetSimulator, inject_changes, make_fleet
 
     horizon_s = options.days * 86400.0
     n_steps = int(horizon_s // options.capture_interval_s)
     fleet = make_fleet(options.pumps, seed=options.seed, n_faulty=options.faulty, horizon_s=horizon_s)
+    injected: list[InjectedChange] = []
+    if options.inject and options.pumps - options.faulty >= 7:
+        fleet, injections = inject_changes(fleet, duty_share=0.2, duty_at_s=0.5 * horizon_s, stuck=2, stuck_at_s=0.6 * horizon_s,
+                                           seed=options.seed)
+        injected = [InjectedChange(i.asset_id, i.change, DEFAULT_START_TS_MS + int(i.at_s * 1000), i.detail) for i in injections]
     simulator = FleetSimulator(fleet, seed=options.seed, chunk_s=1.0, interval_s=options.capture_interval_s)
     failure = DEFAULT_START_TS_MS + int(horizon_s * 1000)
     assets = [DemoAsset(s.asset_id, s.fault, failure if s.fault else None) for s in fleet]
+    changes = (f"; mid-week a duty-point step on {sum(c.change == 'duty_point' for c in injected)} pumps and "
+               f"{sum(c.change == 'stuck_sensor' for c in injected)} stuck sensors") if injected else ""
     return DemoSource(
         f"{options.pumps} simulated pumps ({options.faulty} developing bearing faults), "
-        f"{options.days:g} days, a capture every {options.capture_interval_s / 60:g} min",
-        assets, simulator.steps(n_steps), n_steps, 2 * n_steps * len(fleet), DEFAULT_START_TS_MS, failure,
+        f"{options.days:g} days, a capture every {options.capture_interval_s / 60:g} min{changes}",
+        assets, simulator.steps(n_steps), n_steps, 2 * n_steps * len(fleet), DEFAULT_START_TS_MS, failure, injected,
     )
 
 
@@ -260,14 +271,17 @@ def _wait_until_worker_joined(settings: Settings, worker: subprocess.Popen[bytes
     return None
 
 
-def _caught_up(watcher: DemoWatcher, expected_windows: int, samples: dict[str, float]) -> bool:
-    """Every window scored by both tiers, and the alert and trend stages have consumed all of it."""
+def _caught_up(watcher: DemoWatcher, expected_windows: int, samples: dict[str, float], raw_records: int = 0) -> bool:
+    """Every window scored by both tiers, and the alert, trend, drift and quality stages have consumed all of it."""
     c = watcher.counts
     if c["edge"] < expected_windows or c["cloud"] < c["scored"]:
         return False
     alerts_in = samples.get('vigil_records_in_total{stage="pump.scores.cloud"}', 0.0)
     trends_in = samples.get('vigil_records_in_total{stage="pump.trends"}', 0.0)
-    return alerts_in >= c["cloud"] and trends_in >= c["edge"] + c["alert_records"]
+    drift_in = samples.get('vigil_records_in_total{stage="ops.drift"}', 0.0)
+    quality_in = samples.get('vigil_records_in_total{stage="ops.quality"}', 0.0)
+    return (alerts_in >= c["cloud"] and trends_in >= c["edge"] + c["alert_records"] and drift_in >= c["cloud"]
+            and quality_in >= raw_records)
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -300,7 +314,8 @@ def run_demo(options: DemoOptions) -> int:
             run = time.strftime("%Y%m%d%H%M%S")
             settings = replace(settings, app_id=f"vigil-demo-{run}", topic_prefix=f"{settings.topic_prefix}demo-{run}.")
             console.print(f"using Kafka at {settings.bootstrap_servers}, topics prefixed {settings.topic_prefix}")
-        settings = replace(settings, partitions=min(settings.partitions, 4), retention_ms=3_600_000)
+        # A week replayed in minutes: broker time says nothing about the simulated devices' clocks.
+        settings = replace(settings, partitions=min(settings.partitions, 4), retention_ms=3_600_000, quality_clock_checks=0)
         if options.pack is None:
             settings = replace(settings, **sparse_capture_policy(options.capture_interval_s))
 
@@ -374,7 +389,7 @@ def run_demo(options: DemoOptions) -> int:
             while time.monotonic() < deadline and worker.poll() is None and watcher.error is None:
                 show()
                 samples = _scrape(web) if sum(watcher.dead_letters.values()) >= malformed else None
-                if samples is not None and _caught_up(watcher, expected, samples) and (falls is None or falls.caught_up(samples)):
+                if samples is not None and _caught_up(watcher, expected, samples, stats["records"]) and (falls is None or falls.caught_up(samples)):
                     complete = True
                     break
                 time.sleep(0.5)
@@ -390,6 +405,14 @@ def run_demo(options: DemoOptions) -> int:
                 lifecycle_summary = model_change.summary()
         else:
             lifecycle_summary = {}
+        monitoring_summary: dict[str, Any] = {}
+        if complete:
+            with console.status("the maintenance crew labels the alerts; reading the drift and quality findings ..."):
+                monitoring = DemoMonitoring(settings, codec, source.injected)
+                failures = {a.asset_id: (a.fault, a.failure_ts_ms) for a in source.assets if a.fault}
+                monitoring.resolve_alerts(watcher.episodes.values(), failures, timeout_s=max(30.0, deadline - time.monotonic()))
+                monitoring.wait_for_fleet_stages(lambda: _scrape(web), timeout_s=max(30.0, deadline - time.monotonic()))
+                monitoring_summary = {**monitoring.summary(source.start_ms, source.end_ms), "event_start_ms": source.start_ms}
         broker_cpu_s = _cpu_seconds_of(broker_pids) - broker_cpu_start if broker_pids else None
         trends = {a.asset_id: _trend_or_none(f"{web}/pumps/{a.asset_id}/trend") for a in source.assets}
         watcher.stop()
@@ -400,6 +423,7 @@ def run_demo(options: DemoOptions) -> int:
     summary = summarize(options, source, stats, watcher, trends, latency_ms, complete=complete,
                         elapsed_s=time.monotonic() - started, worker_cpu_s=cpu_s)
     summary.update(lifecycle_summary)
+    summary.update(monitoring_summary)
     summary["broker"] = broker_name
     summary["worker_joined_s"] = None if joined_s is None else round(joined_s, 1)
     # Share of one core the broker used while records flowed (publishing until caught up).
@@ -546,6 +570,7 @@ def build_report(summary: dict[str, Any], source: DemoSource, watcher: DemoWatch
         title="vigil demo: pump and fall cascades",
         falls=falls,
         models=model_section(summary, source),
+        monitoring=monitoring_tables(summary) if "drift_findings" in summary else {},
         generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         summary=rows,
         funnel=list(summary["funnel"].items()),
@@ -591,6 +616,42 @@ def model_section(summary: dict[str, Any], source: DemoSource) -> Any:
                  "last window (day)": day(r["last_ts_ms"])}
                 for v, r in sorted(summary["versions_scored"].items(), key=lambda item: item[1]["first_ts_ms"] or 0)]
     return ModelSection(rows, switches, versions)
+
+
+def monitoring_tables(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The monitoring findings as titled tables of rows, for the console and the report (days of the simulated week)."""
+    start_ms = summary["event_start_ms"]
+
+    def day(ms: int | None) -> str:
+        return "-" if ms is None else f"{(ms - start_ms) / DAY_MS:.2f}"
+
+    found = {r["asset_id"]: r for r in summary["time_to_finding"]}
+    def hours(value: float | None) -> Any:
+        return "-" if value is None else value
+
+    injected = [{"pump": c["asset_id"], "change": c["detail"], "from (day)": day(c["at_ms"]),
+                 "named after (h)": hours(found[c["asset_id"]]["hours_to_finding"]),
+                 "by": found[c["asset_id"]]["found_by"] or "not named",
+                 "fleet finding after (h)": hours(found[c["asset_id"]]["hours_to_fleet_finding"])} for c in summary["injected"]]
+    drift = [{"scope": f["scope"], "kind": f["kind"], "feature set": f["feature_set"], "window": f["window"],
+              "features (KL)": ", ".join(f"{n} {kl}" for n, kl in sorted(f["named"].items(), key=lambda kv: -kv[1])[:4]) or "-",
+              "pumps": f["asset_id"] if f["scope"] == "asset" else (
+                  f"{len(f['assets'])}: {', '.join(f['assets'][:6])}{' ...' if len(f['assets']) > 6 else ''}" if f["assets"]
+                  else "the fleet as a whole (no pump's own window drifted)"),
+              "opened (day)": day(f["opened_ms"]), "closed (day)": day(f["closed_ms"])} for f in summary["drift_findings"]]
+    quality = [{"scope": f["scope"], "device": f["asset_id"] if f["scope"] == "asset" else f"{len(f['assets'])} devices",
+                "stream": f.get("stream", "-"), "check": f["named"], "opened (day)": day(f["opened_ms"]),
+                "closed (day)": day(f["closed_ms"])} for f in summary["quality_findings"]]
+    realised = [{"model (edge/cloud)": r["model_version"], "episodes": r["episodes"], "labelled": r["labelled"],
+                 "fault found": r["fault_found"], "nothing found": r["nothing_found"],
+                 "precision": "-" if r["precision"] is None else f"{r['precision']:.2f}",
+                 "false alarms per asset-year": "-" if r["false_alarms_per_asset_year"] is None else f"{r['false_alarms_per_asset_year']:.1f}",
+                 "median lead (h)": "-" if r["median_lead_time_h"] is None else f"{r['median_lead_time_h']:.1f}"}
+                for r in summary["realised"]]
+    return {"injected changes and the first finding naming each pump": injected,
+            f"drift findings (ops.drift): {len(drift)}": drift,
+            f"data-quality findings (ops.quality): {len(quality)}": quality,
+            "realised performance per model version (alerts labelled by the simulated crew)": realised}
 
 
 def fall_lines(f: dict[str, Any]) -> list[tuple[str, str]]:
@@ -674,6 +735,14 @@ def print_summary(summary: dict[str, Any]) -> None:
         out.print(switches)
         if summary.get("model_change_error"):
             out.print(f"[yellow]model change: {summary['model_change_error']}[/yellow]")
+    if "drift_findings" in summary:
+        for title, rows in monitoring_tables(summary).items():
+            table = Table(title=title)
+            for column in (rows[0] if rows else {"": ""}):
+                table.add_column(column)
+            for row in rows:
+                table.add_row(*(str(v) for v in row.values()))
+            out.print(table)
     out.print(f"report: [bold]{summary.get('report')}[/bold]")
     if not summary["complete"]:
         out.print("[yellow]the run hit its time bound before the cascade caught up; the numbers cover what got through[/yellow]")

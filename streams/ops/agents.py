@@ -6,6 +6,7 @@ from typing import Any
 from vigil.models.assets import AssetCatalog
 from vigil.models.drift import DriftThresholds
 from vigil.models.quality import CHECKS as QUALITY_CHECKS
+from vigil.models.quality import QualityThresholds
 from vigil.streams.ops.drift import DriftAssetState, DriftStage
 from vigil.streams.ops.feedback import AlertFeedbackStage, AlertLabelState, label_changes
 from vigil.streams.ops.fleet_drift import FleetDriftStage, FleetDriftState
@@ -56,8 +57,8 @@ def register_ops_agents(app: Any, settings: Settings, codec: AvroCodec, wearable
     register_stage_agent(
         app, name=OPS_DRIFT,
         stage=DriftStage(codec, references, windows_s=settings.monitor_windows_s(), grace_s=settings.monitor_grace_s,
-                         thresholds=thresholds, **hysteresis),
-        source=consumed(PUMP_SCORES_CLOUD), sink=findings, sinks={OPS_DRIFT_WINDOWS: produced(OPS_DRIFT_WINDOWS)},
+                         thresholds=thresholds, reference_s=settings.drift_reference_s, **hysteresis),
+        source=consumed(PUMP_SCORES_CLOUD), sink=findings, sinks={OPS_DRIFT: findings, OPS_DRIFT_WINDOWS: produced(OPS_DRIFT_WINDOWS)},
         table=drift_table, decode_state=DriftAssetState.from_bytes, **common)
     register_stage_agent(
         app, name=f"{OPS_DRIFT}.fleet",
@@ -72,9 +73,10 @@ def register_ops_agents(app: Any, settings: Settings, codec: AvroCodec, wearable
     register_stage_agent(
         app, name=OPS_QUALITY,
         stage=QualityStage(codec, assets=AssetCatalog.load(settings.assets_file), window_s=settings.monitor_window_s,
+                           thresholds=QualityThresholds(clock_checks=bool(settings.quality_clock_checks)),
                            wearable_fs_hz=wearable_fs_hz, vibration_limits=VibrationLimits(max_samples=settings.max_chunk_samples),
                            topic_of={t: settings.topic(t) for t in raw}),
-        source=consumed(*raw), sink=quality_findings, sinks={OPS_QUALITY_WINDOWS: produced(OPS_QUALITY_WINDOWS)},
+        source=consumed(*raw), sink=quality_findings, sinks={OPS_QUALITY: quality_findings, OPS_QUALITY_WINDOWS: produced(OPS_QUALITY_WINDOWS)},
         table=quality_table, decode_state=QualityAssetState.from_bytes, **common)
     register_stage_agent(
         app, name=f"{OPS_QUALITY}.fleet", stage=FleetQualityStage(codec), source=consumed(OPS_QUALITY_WINDOWS),

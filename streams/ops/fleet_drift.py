@@ -42,6 +42,8 @@ class FleetWindow:
     cloud_confirmed: int = 0
     assets: list[str] = dataclasses.field(default_factory=list)
     drifted_assets: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # pump -> its drifted features
+    # pump -> its drifted predictions (edge_score, flag_rate) against the training reference
+    prediction_assets: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -55,7 +57,7 @@ class FleetDriftState:
 
     def to_bytes(self) -> bytes:
         fields = [[k, w.window, w.feature_set, w.model_version, w.start_ms, w.end_ms, w.features, w.windows, w.flagged,
-                   w.cloud_scored, w.cloud_confirmed, w.assets, w.drifted_assets] for k, w in self.windows.items()]
+                   w.cloud_scored, w.cloud_confirmed, w.assets, w.drifted_assets, w.prediction_assets] for k, w in self.windows.items()]
         arrays = {}
         for i, w in enumerate(self.windows.values()):
             arrays[f"f{i}"], arrays[f"s{i}"] = w.feature_counts, w.score_counts
@@ -66,9 +68,10 @@ class FleetDriftState:
     def from_bytes(cls, data: bytes) -> "FleetDriftState":
         header, arrays = unpack_state(data)
         windows = {}
-        for i, (key, label, fs, version, start, end, features, n, flagged, scored, confirmed, assets, drifted) in enumerate(header["windows"]):
+        for i, (key, label, fs, version, start, end, features, n, flagged, scored, confirmed, assets, drifted,
+                predicted) in enumerate(header["windows"]):
             windows[key] = FleetWindow(label, fs, version, start, end, features, arrays[f"f{i}"], arrays[f"s{i}"], n, flagged,
-                                       scored, confirmed, assets, drifted)
+                                       scored, confirmed, assets, drifted, predicted)
         return cls(header["watermark_ms"], header["late"], windows, header["episodes"], header["last_kl"])
 
 
@@ -119,11 +122,12 @@ class FleetDriftStage:
         window.cloud_scored += record["cloud_scored"]
         window.cloud_confirmed += record["cloud_confirmed"]
         window.assets.append(record["asset_id"])
-        judged, _ = judge_counts(window.features, counts, np.asarray(record["score_counts"]), record["windows"], record["flagged"],
-                                 self.references.get(record["model_version"], record["feature_set"]), self.thresholds)["feature"]
-        drifted = [f.feature for f in judged if f.drifted]
-        if drifted:
-            window.drifted_assets[record["asset_id"]] = drifted
+        verdicts = judge_counts(window.features, counts, np.asarray(record["score_counts"]), record["windows"], record["flagged"],
+                                self.references.get(record["model_version"], record["feature_set"]), self.thresholds)
+        for kind, named in (("feature", window.drifted_assets), ("prediction", window.prediction_assets)):
+            drifted = [f.feature for f in verdicts[kind][0] if f.drifted]
+            if drifted:
+                named[record["asset_id"]] = drifted
 
     def _close_due(self, result: StageResult[FleetDriftState], fleet: FleetDriftState) -> None:
         due = sorted((w for w in fleet.windows.values()
@@ -144,8 +148,8 @@ class FleetDriftStage:
                 if change == "OPEN":
                     episode["opened_ts_ms"] = window.end_ms
                 named = [f for f in judged if f.feature in open_features] if change != "CLOSE" else list(judged)
-                assets = sorted(a for a, fs in window.drifted_assets.items() if set(fs) & set(open_features)) \
-                    if kind == "feature" else sorted(window.assets)
+                by_asset = window.drifted_assets if kind == "feature" else window.prediction_assets
+                assets = sorted(a for a, named_here in by_asset.items() if set(named_here) & set(open_features))
                 result.emit(finding_record(
                     scope="fleet", asset_id=FLEET_KEY, kind=kind, feature_set=window.feature_set,
                     model_version=window.model_version, window=window.window, state=change, opened_ts_ms=episode["opened_ts_ms"],

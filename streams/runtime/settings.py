@@ -118,6 +118,11 @@ class Settings:
     drift_kl: float = 0.3
     drift_open_after: int = 2
     drift_close_after: int = 3
+    # A pump's drift is judged against its own first day of scored windows (per edge version).
+    drift_reference_s: float = 86400.0
+    # Data quality: judge lateness and clock skew against the broker's timestamps (0 where history is
+    # replayed faster than it happened, as the demo does: broker time then says nothing of device clocks).
+    quality_clock_checks: int = 1
     batch_size: int = 256
     batch_within_s: float = 0.05
     # Faust hard-codes a 1.5 s fetch long-poll; the design brief measured an agent slower
