@@ -19,6 +19,8 @@ class RetrainBounds:
     min_windows_per_asset: int = 60  # per (asset, stream): a commissioning baseline (30) and as much again to learn from
     min_assets: int = 3
     max_deadletter_share: float = 0.05  # of an asset's records; the brief's data-quality line is 1 % of readings fleet-wide
+    # Of the windows read: above it the stream is mostly a shift still under way (ops.drift), not a settled operating point.
+    max_drifting_share: float = 0.5
     max_recall_drop: float = 0.05
     max_false_alarm_rise: float = 0.5
 
@@ -44,13 +46,37 @@ def alert_spans(alerts: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int
     return {asset: sorted(s) for asset, s in sorted(spans.items())}
 
 
+def drift_spans(findings: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Per pump, the event-time spans of its own feature-drift episodes (ops.drift, scope asset), [opened, closed].
+
+    >>> drift_spans([{"finding_id": "d1", "scope": "asset", "kind": "feature", "asset_id": "p1", "state": "OPEN", "opened_ts_ms": 10,
+    ...               "window_end_ms": 10}, {"finding_id": "d1", "scope": "asset", "kind": "feature", "asset_id": "p1",
+    ...               "state": "CLOSE", "opened_ts_ms": 10, "window_end_ms": 40}])
+    {'p1': [(10, 40)]}
+    """
+    episodes: dict[str, tuple[str, int, float]] = {}
+    for f in findings:
+        if f["scope"] != "asset" or f["kind"] != "feature":
+            continue
+        asset, opened, closed = episodes.get(f["finding_id"], (f["asset_id"], f["opened_ts_ms"], float("inf")))
+        episodes[f["finding_id"]] = (asset, opened, f["window_end_ms"] if f["state"] == "CLOSE" else closed)
+    spans: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for asset, opened, closed in sorted(episodes.values()):
+        spans[asset].append((opened, closed))
+    return dict(spans)
+
+
 def select_training_windows(windows: Sequence[Mapping[str, Any]], spans: Mapping[str, Sequence[tuple[int, float]]],
                             deadletters_per_asset: Mapping[str, int], bounds: RetrainBounds = RetrainBounds(),
+                            drifting: Mapping[str, Sequence[tuple[int, float]]] | None = None,
                             ) -> tuple[list[Mapping[str, Any]], dict[str, Any], list[str]]:
     """(the windows to train on, the checks as a report, problems that forbid training).
 
     A window inside an alert episode of its asset is not healthy; an asset whose dead-letter share is above the
     bound is left out whole (its data cannot be trusted); a stream with fewer windows than the bound is left out.
+    ``drifting``: per asset its drift episodes (``drift_spans``); windows inside them are kept (a new operating
+    point is what retraining is for) but counted, and above ``max_drifting_share`` of the windows read the
+    shift is still under way: no training.
 
     >>> ws = [{"asset_id": f"p{a}", "stream": "vibration/x", "seq": s, "ts_ms": s} for a in range(3) for s in range(70)]
     >>> kept, checks, problems = select_training_windows(ws, {"p0": [(60, float("inf"))]}, {"p2": 10})
@@ -58,6 +84,7 @@ def select_training_windows(windows: Sequence[Mapping[str, Any]], spans: Mapping
     (130, 10, [], ['2 assets with enough healthy windows (at least 60 per stream), 3 needed'])
     """
     in_episode = 0
+    in_drift = sum(1 for w in windows if any(start <= w["ts_ms"] <= end for start, end in (drifting or {}).get(w["asset_id"], ())))
     healthy: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for w in windows:
         if any(start <= w["ts_ms"] <= end for start, end in spans.get(w["asset_id"], ())):
@@ -73,8 +100,12 @@ def select_training_windows(windows: Sequence[Mapping[str, Any]], spans: Mapping
     checks = {
         "windows_read": len(windows), "windows_in_alert_episodes": in_episode, "windows_kept": len(kept), "assets_kept": assets,
         "assets_over_deadletter_share": {a: round(share[a], 4) for a in untrusted}, "streams_too_short": short,
+        "windows_in_drift_episodes": in_drift,
     }
     problems = []
+    if windows and in_drift / len(windows) > bounds.max_drifting_share:
+        problems.append(f"{in_drift / len(windows):.0%} of the windows read fall in drift episodes of their pumps (ops.drift), above "
+                        f"the {bounds.max_drifting_share:.0%} bound: the shift is still under way")
     if len(assets) < bounds.min_assets:
         problems.append(f"{len(assets)} assets with enough healthy windows (at least {bounds.min_windows_per_asset} per stream), "
                         f"{bounds.min_assets} needed")

@@ -12,7 +12,7 @@ from vigil.streams.runtime.settings import Settings
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     from vigil.models.retraining import RetrainBounds
-    from vigil.streams.lifecycle.retrain import retrain_falls, retrain_pumps
+    from vigil.streams.lifecycle.retrain import retrain_falls, retrain_pumps, wait_for_drift
 
     settings = Settings.from_env()
     if args.topology == "falls":
@@ -33,12 +33,28 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     bounds = replace(RetrainBounds(), **{k: v for k, v in {"min_windows_per_asset": args.min_windows, "min_assets": args.min_assets}.items()
                                            if v is not None})
     every_s = duration_s(args.every) if args.every else None
-    stop = stop_event() if every_s else None
+    stop = stop_event() if every_s or args.on_drift else None
     while True:
-        with console.status("retraining") as status:
-            report = retrain_pumps(settings, since_ms=time_ms(args.since), until_ms=time_ms(args.until), judge_pack=args.judge,
-                                   bounds=bounds, who=args.who, progress=lambda step: status.update(step))
+        if args.on_drift:
+            scopes = ("fleet", "asset") if args.on_drift == "any" else ("fleet",)
+            with console.status(f"waiting for a {' or '.join(scopes)} feature-drift finding on ops.drift ..."):
+                finding = wait_for_drift(settings, stop.is_set, scopes=scopes)
+            if finding is None:
+                return 0
+            console.print(f"drift finding {finding['finding_id']} opened: "
+                          f"{', '.join(f['feature'] for f in finding['features'])}; retraining")
+        try:
+            with console.status("retraining") as status:
+                report = retrain_pumps(settings, since_ms=time_ms(args.since), until_ms=time_ms(args.until), judge_pack=args.judge,
+                                       bounds=bounds, who=args.who, progress=lambda step: status.update(step))
+        except ValueError as exc:
+            if not args.on_drift:
+                raise
+            console.print(f"[yellow]{exc}; waiting for the next finding[/yellow]")  # a follower outlives one refusal
+            continue
         _print(report, args)
+        if args.on_drift:
+            continue
         if every_s is None or stop is None or stop.wait(every_s):
             return 0
 
@@ -74,6 +90,8 @@ def register(sub: Any) -> None:
     p.add_argument("--until", default=None, help="event time after the last window, as --since")
     p.add_argument("--judge", default=None, help="run-to-failure pack (.npz) of held-back failures to judge both pairs on")
     p.add_argument("--every", default=None, help="run again after this long (30m, 12h, 7d) until Ctrl-C")
+    p.add_argument("--on-drift", nargs="?", const="fleet", choices=["fleet", "any"], default=None,
+                   help="run each time a feature-drift finding opens on ops.drift (fleet findings; 'any': pumps' too), until Ctrl-C")
     p.add_argument("--min-windows", type=int, default=None, help="healthy windows per stream needed (default 60)")
     p.add_argument("--min-assets", type=int, default=None, help="assets needed (default 3)")
     p.add_argument("--who", default=None)

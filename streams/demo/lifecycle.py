@@ -20,6 +20,8 @@ from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
+# How long the promotion waits for the shadow's first scores when publishing is already well past it.
+SHADOW_WAIT_S = 20.0
 
 
 @dataclass
@@ -68,6 +70,7 @@ class DemoModelChange:
             self._promote_now.wait()
             candidate = self.retrain["candidate"]
             if self.retrain["decision"] == "shadow":
+                self._wait_for_shadow_scores(timeout_s=SHADOW_WAIT_S)
                 self.comparison = {tier: compare_tier(self.settings, tier, codec=self.codec) for tier in (EDGE_TIER, CLOUD_TIER)}
                 edge = self.comparison[EDGE_TIER]["shadow"] or {}
                 changes = ModelChanges(self.settings, codec=self.codec)
@@ -80,6 +83,15 @@ class DemoModelChange:
         except Exception as exc:  # the demo goes on with the models it has; the report says what happened
             logger.exception("the demo's model change failed")
             self.error = f"{type(exc).__name__}: {exc}"
+
+    def _wait_for_shadow_scores(self, timeout_s: float) -> None:
+        """Until the shadow has scored some windows (a retrain that finished late leaves it little of the stream)."""
+        from vigil.streams.lifecycle.control import read_to_end
+        from vigil.streams.runtime.topics import PUMP_SCORES_EDGE_SHADOW
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not read_to_end(self.settings, PUMP_SCORES_EDGE_SHADOW):
+            time.sleep(1.0)
 
     def _retrain(self) -> dict[str, Any]:
         """`retrain_pumps` in this process. Measured on 2 cores (default demo), against a `vigil retrain pumps`

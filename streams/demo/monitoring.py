@@ -52,6 +52,8 @@ def fold_findings(records: Iterable[Mapping[str, Any]], *, named: str) -> list[d
         f = findings.setdefault(r["finding_id"], {
             "finding_id": r["finding_id"], "scope": r["scope"], "asset_id": r["asset_id"], "assets": set(),
             "named": {} if named == "features" else r["check"], "opened_ms": r["opened_ts_ms"], "closed_ms": None,
+            # when the stage could say so: the end of the window that opened it (a quality finding's opened_ms is its start)
+            "found_ms": r["window_end_ms"],
             **{k: r[k] for k in ("kind", "feature_set", "window", "model_version", "topology", "stream") if k in r}})
         f["assets"] |= set(r["assets"])
         if r["state"] == "CLOSE":
@@ -66,7 +68,8 @@ def fold_findings(records: Iterable[Mapping[str, Any]], *, named: str) -> list[d
 
 def time_to_finding(injected: Sequence[InjectedChange], drift: Sequence[Mapping[str, Any]],
                     quality: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """For each injected change, in event hours after it: the first finding naming its pump, and the first fleet finding.
+    """For each injected change, in event hours after it: the first finding naming its pump, and the first fleet finding
+    (counted to the end of the window that opened it: when the stage could tell).
 
     A duty-point step is found by drift, a stuck sensor by data quality. A fleet finding judged on an hour of
     the whole fleet can open before any one pump has enough captures to name.
@@ -74,13 +77,13 @@ def time_to_finding(injected: Sequence[InjectedChange], drift: Sequence[Mapping[
     rows = []
     for change in injected:
         pool = drift if change.change == "duty_point" else quality
-        after = [f for f in pool if f["opened_ms"] >= change.at_ms]
-        own = min((f for f in after if change.asset_id in f["assets"]), key=lambda f: f["opened_ms"], default=None)
+        after = [f for f in pool if f["found_ms"] > change.at_ms]
+        own = min((f for f in after if change.asset_id in f["assets"]), key=lambda f: f["found_ms"], default=None)
         fleet = min((f for f in after if f["scope"] == "fleet" and f.get("kind", "feature") == "feature"),
-                    key=lambda f: f["opened_ms"], default=None)
+                    key=lambda f: f["found_ms"], default=None)
 
         def hours(f: Mapping[str, Any] | None) -> float | None:
-            return None if f is None else round((f["opened_ms"] - change.at_ms) / HOUR_MS, 1)
+            return None if f is None else round((f["found_ms"] - change.at_ms) / HOUR_MS, 1)
 
         rows.append({"asset_id": change.asset_id, "change": change.change, "at_ms": change.at_ms,
                      "found_by": None if own is None else own["finding_id"], "hours_to_finding": hours(own),

@@ -115,7 +115,7 @@ def simulated_source(options: DemoOptions) -> DemoSource:
     n_steps = int(horizon_s // options.capture_interval_s)
     fleet = make_fleet(options.pumps, seed=options.seed, n_faulty=options.faulty, horizon_s=horizon_s)
     injected: list[InjectedChange] = []
-    if options.inject and options.pumps - options.faulty >= 7:
+    if options.inject and round(0.2 * options.pumps) + 2 <= options.pumps - options.faulty:
         fleet, injections = inject_changes(fleet, duty_share=0.2, duty_at_s=0.5 * horizon_s, stuck=2, stuck_at_s=0.6 * horizon_s,
                                            seed=options.seed)
         injected = [InjectedChange(i.asset_id, i.change, DEFAULT_START_TS_MS + int(i.at_s * 1000), i.detail) for i in injections]

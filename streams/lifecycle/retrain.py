@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -29,13 +30,13 @@ from typing import Any, Callable
 import numpy as np
 
 from vigil.models.registry import CLOUD_TIER, EDGE_TIER, ModelRegistry
-from vigil.models.retraining import RetrainBounds, alert_spans, promotion_gate, select_training_windows
+from vigil.models.retraining import RetrainBounds, alert_spans, drift_spans, promotion_gate, select_training_windows
 from vigil.streams.lifecycle.control import ModelChanges, read_to_end
 from vigil.streams.pumps.cloud import tuned_thresholds
 from vigil.streams.pumps.training import PumpTrainingConfig, fit_pump_models, save_pump_models
-from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.codec import AvroCodec, DecodeError
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import ALERTS, FALL_OUTCOMES, PUMP_DEADLETTER, PUMP_FEATURES, SCHEMA_OF_TOPIC
+from vigil.streams.runtime.topics import ALERTS, FALL_OUTCOMES, OPS_DRIFT, PUMP_DEADLETTER, PUMP_FEATURES, SCHEMA_OF_TOPIC
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,35 @@ def _alerts_and_deadletters(settings: Settings, codec: AvroCodec) -> tuple[list[
     letters = Counter(codec.decode(r.value, SCHEMA_OF_TOPIC[PUMP_DEADLETTER]).get("asset_id") or "?"
                       for r in read_to_end(settings, PUMP_DEADLETTER, timeout_s=120.0))
     return alerts, letters
+
+
+def wait_for_drift(settings: Settings, should_stop: Callable[[], bool], *, scopes: tuple[str, ...] = ("fleet",),
+                   codec: AvroCodec | None = None) -> dict[str, Any] | None:
+    """The next feature-drift finding that opens on ``ops.drift`` (from now on) in one of ``scopes``; None once
+    ``should_stop()``. Its own consumer, every partition assigned at the end: no group, nothing committed."""
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    codec = codec or AvroCodec()
+    name = settings.topic(OPS_DRIFT)
+    consumer = Consumer(settings.reader_config(f"{settings.group_id}.retrain-on-drift-{uuid.uuid4().hex[:8]}"))
+    try:
+        metadata = consumer.list_topics(name, timeout=30.0).topics.get(name)
+        if metadata is None or metadata.error is not None:
+            raise RuntimeError(f"no topic {name} to follow: start a worker (or run `vigil topics`) first")
+        consumer.assign([TopicPartition(name, p, OFFSET_END) for p in metadata.partitions])
+        while not should_stop():
+            for msg in consumer.consume(100, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                try:
+                    finding = codec.decode(msg.value(), SCHEMA_OF_TOPIC[OPS_DRIFT])
+                except DecodeError:
+                    continue
+                if finding["state"] == "OPEN" and finding["kind"] == "feature" and finding["scope"] in scopes:
+                    return finding
+        return None
+    finally:
+        consumer.close()
 
 
 def judge(pack: str | Path, pair: dict[str, tuple[Any, str, dict[str, Any]]], settings: Settings) -> dict[str, Any]:
@@ -93,10 +123,11 @@ def retrain_pumps(settings: Settings, *, since_ms: int | None = None, until_ms: 
     codec = AvroCodec()
     changes = ModelChanges(settings, ModelRegistry(settings.models_dir), codec)
     started = time.monotonic()
-    progress("reading pump.features, alerts and dead letters")
+    progress("reading pump.features, alerts, dead letters and drift findings")
     windows, lineage = read_feature_windows(settings, since_ms, until_ms, codec)
     alerts, letters = _alerts_and_deadletters(settings, codec)
-    kept, checks, problems = select_training_windows(windows, alert_spans(alerts), letters, bounds)
+    findings = [codec.decode(r.value, SCHEMA_OF_TOPIC[OPS_DRIFT]) for r in read_to_end(settings, OPS_DRIFT, timeout_s=120.0)]
+    kept, checks, problems = select_training_windows(windows, alert_spans(alerts), letters, bounds, drifting=drift_spans(findings))
     if problems:
         raise ValueError(f"not retraining: {'; '.join(problems)} (read {len(windows)} windows from {lineage['topic']})")
     progress(f"training on {len(kept)} windows of {len(checks['assets_kept'])} assets")

@@ -401,15 +401,19 @@ class StagePublisher:
                 replayed += 1  # published by this partition's previous owner after its last state write
                 continue
             outgoing.append(Outgoing(topic, key, value, record=record))
+        for letter in (self.dead_letter(d) for d in result.dead_letters):
+            if self.fence is not None and self.fence.claim(letter.topic, letter.key, letter.value):
+                replayed += 1  # dead letters carry the refused record's timestamp: a replay is byte for byte the same
+                continue
+            outgoing.append(letter)
         if replayed:
             metrics.REPLAYS_SUPPRESSED.labels(self.name).inc(replayed)
             logger.info("replayed outputs not published again", extra={"stage": self.name, "records": replayed})
-        outgoing += [self.dead_letter(d) for d in result.dead_letters]
         await self.until_delivered(outgoing)
 
     def output_topics(self) -> list[str]:
-        """The topics the stage's outputs go to (not its dead letters)."""
-        return sorted({topic for topic, _ in self.topics.values()})
+        """The topics the stage's outputs and dead letters go to."""
+        return sorted({topic for topic, _ in self.topics.values()} | {self.dead_letters[0]})
 
     def dead_letter(self, letter: dict[str, Any]) -> Outgoing:
         """A dead letter to publish, its original truncated when the whole would exceed the size limit."""

@@ -13,8 +13,9 @@ written (broker timestamp, less ``margin_s`` for clock skew between producers an
 only when no identical record (topic, key, value) is among them. Each one read stands in for one output: an output
 repeated legitimately is published as often as it was produced beyond what is already there.
 
-Not covered: outputs carrying wall-clock time (dead letters' ``ts_ms``, the fall confirmation's decision times) never
-match, so these stay at-least-once; a worker that lost its partitions but is still running (a zombie, e.g. one paused
+Dead letters are fenced the same way: they carry the refused record's broker timestamp, not the time of refusal.
+Not covered: outputs carrying wall-clock time (the fall confirmation's decision times) never match, so these stay
+at-least-once; a worker that lost its partitions but is still running (a zombie, e.g. one paused
 past its session timeout) can publish after the scan.
 """
 from __future__ import annotations

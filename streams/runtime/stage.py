@@ -113,7 +113,9 @@ def dead_letter(message: RawMessage, rejection: Rejection) -> dict[str, Any]:
         "detail": rejection.detail,
         "original": original,
         "asset_id": rejection.asset_id,
-        "ts_ms": int(time.time() * 1000),
+        # The refused record's own timestamp, so a rejection replayed after a takeover is the same record, byte for
+        # byte, and the replay fence does not publish it twice; wall clock only for a record without one.
+        "ts_ms": message.timestamp_ms if message.timestamp_ms is not None else int(time.time() * 1000),
         # Size and hash of the whole original, so a truncated one can still be matched with its source record.
         "original_size": len(original),
         "original_sha256": hashlib.sha256(original).hexdigest(),

@@ -100,7 +100,7 @@ def test_produce_pack_replays_a_pack(broker_settings, cwru_pack):
 def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     out = subprocess.run(
-        [sys.executable, "-m", "vigil", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--publish-seconds", "30",
+        [sys.executable, "-m", "vigil", "demo", "--pumps", "4", "--faulty", "1", "--days", "3", "--publish-seconds", "40",
          "--max-seconds", "240", "--wearers", "4", "--trials-per-wearer", "8", "--retrain-at", "0.5", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=360,
     )
@@ -145,6 +145,20 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     assert falls["responder"]["requests"] == f["confirmation requests"] and falls["responder"]["OK"] == settled["dismissed (wearer said OK)"]
     assert falls["latency"]["unanswered deadline -> alert"]["n"] == settled["no answer: alert"]
 
+    # Day 1.5 a duty-point step on one healthy pump, day 1.8 the other two flat-lined: data quality names the stuck
+    # ones (their vibration from the window they stuck in). The simulated crew labelled every pump alert.
+    injected = {c["asset_id"]: c for c in summary["injected"]}
+    assert sorted(c["change"] for c in injected.values()) == ["duty_point", "stuck_sensor", "stuck_sensor"]
+    assert summary["faulty"][0] not in injected
+    found = {r["asset_id"]: r for r in summary["time_to_finding"]}
+    assert all(0 < found[a]["hours_to_finding"] <= 1.0 for a, c in injected.items() if c["change"] == "stuck_sensor")
+    stuck = {f["asset_id"] for f in summary["quality_findings"] if f["named"] == "stuck" and f["scope"] == "asset"}
+    assert stuck == {a for a, c in injected.items() if c["change"] == "stuck_sensor"}
+    assert all(f["opened_ms"] <= (f["closed_ms"] or f["opened_ms"]) for f in summary["drift_findings"] + summary["quality_findings"])
+    realised = summary["realised"]
+    assert sum(r["episodes"] for r in realised) == funnel["alerts"] == sum(r["labelled"] for r in realised)
+    assert sum(r["fault_found"] for r in realised) >= 1 and all(r["unlabelled"] == 0 for r in realised)
+
     report = tmp_path / "vigil-report"
     assert summary["report"] == str(Path("vigil-report") / "index.html")
     plots = sorted(p.name for p in (report / "plots").glob("*.svg"))
@@ -152,6 +166,7 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     page = (report / "index.html").read_text()
     assert page.count("<svg") == len(plots) and summary["faulty"][0] in page
     assert "Model change during the run" in page and retrain["candidate"]["edge"] in page
+    assert "Monitoring: drift, data quality and realised performance" in page
 
 
 @pytest.mark.broker

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import replace
 
 import pytest
@@ -152,3 +153,30 @@ def test_retrain_falls_learns_from_dismissed_confirmations_and_is_judged_on_held
     changes = ModelChanges(settings)
     assert changes.in_force(FALL_TIER, "active" if passes else "shadow")["version"] == report["candidate"]
     assert [h["who"] for h in changes.history(FALL_TIER)] == ["vigil retrain"]
+
+
+def test_retraining_on_drift_waits_for_a_fleet_feature_finding_and_ignores_the_others(broker_settings, codec):
+    import threading
+
+    from vigil.streams.lifecycle.retrain import wait_for_drift
+    from vigil.streams.runtime.topics import OPS_DRIFT
+
+    ensure_topics(broker_settings)
+    stop, found = threading.Event(), []
+    waiter = threading.Thread(target=lambda: found.append(wait_for_drift(broker_settings, stop.is_set, codec=codec)), daemon=True)
+    waiter.start()
+    time.sleep(3.0)  # the follower starts at the end of ops.drift: what is there before is history
+    base = {"feature_set": "process.v1", "model_version": "edge-1", "window": "1h", "state": "OPEN", "opened_ts_ms": 7_200_000,
+            "window_start_ms": 3_600_000, "window_end_ms": 7_200_000, "assets": [], "unreferenced": [],
+            "features": [{"feature": "flow_l_min", "n": 100, "psi": 1.2, "kl": 0.9, "js": 0.4, "test": "chi2", "p_value": 1e-9,
+                          "drifted": True}]}
+    producer = RecordProducer(broker_settings, codec)
+    for finding in ({**base, "finding_id": "p", "scope": "fleet", "asset_id": "fleet", "kind": "prediction"},
+                    {**base, "finding_id": "a", "scope": "asset", "asset_id": "pump-1", "kind": "feature"},
+                    {**base, "finding_id": "f", "scope": "fleet", "asset_id": "fleet", "kind": "feature"}):
+        producer.send_raw(OPS_DRIFT, finding["asset_id"].encode(),
+                          codec.encode(broker_settings.topic(OPS_DRIFT), SCHEMA_OF_TOPIC[OPS_DRIFT], finding))
+    producer.flush()
+    waiter.join(timeout=60)
+    stop.set()
+    assert [f["finding_id"] for f in found] == ["f"]

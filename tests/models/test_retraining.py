@@ -58,3 +58,26 @@ def test_too_few_assets_is_a_problem_not_a_model():
 ])
 def test_the_gate_is_recall_drop_at_most_5_points_and_false_alarms_up_at_most_half(active, candidate, passes):
     assert promotion_gate(active, candidate)[0] is passes
+
+
+def drift(asset, opened_ms, closed_ms=None, scope="asset", kind="feature", finding="d"):
+    records = [{"finding_id": finding, "scope": scope, "kind": kind, "asset_id": asset, "state": "OPEN", "opened_ts_ms": opened_ms,
+                "window_end_ms": opened_ms}]
+    if closed_ms is not None:
+        records.append({**records[0], "state": "CLOSE", "window_end_ms": closed_ms})
+    return records
+
+
+def test_windows_in_drift_episodes_are_kept_and_counted_but_a_shift_still_under_way_forbids_training():
+    from vigil.models.retraining import drift_spans
+
+    spans = drift_spans(drift("p0", 10_000, 49_000, finding="a") + drift("p1", 70_000, finding="b")
+                        + drift("fleet", 0, scope="fleet", finding="c") + drift("p2", 0, kind="prediction", finding="e"))
+    assert spans == {"p0": [(10_000, 49_000)], "p1": [(70_000, math.inf)]}  # fleet and prediction findings name no pump's data
+    kept, checks, problems = select_training_windows(windows(), {}, {}, RetrainBounds(min_windows_per_asset=60), drifting=spans)
+    assert checks["windows_in_drift_episodes"] == 2 * 40 + 2 * 10 and len(kept) == 4 * 2 * 80 and problems == []
+    everywhere = drift_spans([r for a in range(3) for r in drift(f"p{a}", 0, finding=f"x{a}")])
+    _, checks, problems = select_training_windows(windows(), {}, {}, RetrainBounds(min_windows_per_asset=60), drifting=everywhere)
+    assert checks["windows_in_drift_episodes"] == 3 * 2 * 80
+    assert problems == ["75% of the windows read fall in drift episodes of their pumps (ops.drift), above the 50% bound: "
+                        "the shift is still under way"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import io
 import struct
 from dataclasses import dataclass, field
@@ -279,3 +280,26 @@ async def test_outputs_the_previous_owner_published_are_not_published_again(publ
     assert sorted(seqs) == list(range(20))  # each window once across both workers
     assert counter(metrics.REPLAYS_SUPPRESSED, "test.stage") - suppressed == 7
     assert len(fence) == 5  # windows 0-4 stay unclaimed: the replay never produced them again
+
+
+async def test_a_poison_record_replayed_after_a_takeover_is_not_dead_lettered_twice(publisher_for, chunk, codec):
+    # Regression (clean-clone CI): a worker stopped after publishing a poison record's dead letter but before committing
+    # it; its replacement read the record again and published a second dead letter. Dead letters now carry the record's
+    # broker timestamp, not the wall clock, so the replay is the same bytes and the fence recognises it.
+    from vigil.streams.runtime.replay_fence import ReplayFence
+
+    messages = [RawMessage(m.topic, m.partition, m.offset, m.key, m.value, 1_800_000_000_000 + m.offset)
+                for m in poison_then_valid(chunk, codec, n_poison=2, n_valid=3)]
+    stage = VibrationStage(codec)
+    before_stop = FakeProducer()
+    publish, _ = publisher_for(before_stop)
+    await publish(stage.process(messages, {}))
+    time.sleep(0.01)  # a later wall clock must not matter
+    fence = ReplayFence()
+    fence.add(before_stop.delivered)
+    after_takeover = FakeProducer()
+    publish, _ = publisher_for(after_takeover, fence=fence)
+    await publish(stage.process(messages, {}))
+    assert after_takeover.delivered == []
+    letters = [codec.decode(v, DEAD_LETTER) for t, _, v in before_stop.delivered if t == DEADLETTER]
+    assert [d["ts_ms"] for d in letters] == [1_800_000_000_000, 1_800_000_000_001]
