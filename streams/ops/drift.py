@@ -181,6 +181,22 @@ def step_episodes(episode: dict[str, Any], judged: Sequence[FeatureDrift], end_m
     return ("CLOSE" if not after else "UPDATE"), after
 
 
+def advance_episode(episodes: dict[str, dict[str, Any]], key: str, judged: Sequence[FeatureDrift], end_ms: int, open_after: int,
+                    close_after: int) -> tuple[str, list[FeatureDrift], int] | None:
+    """Steps the episode ``key`` by one judged window: (OPEN, UPDATE or CLOSE, the statistics to name, opened at), or None.
+
+    An open finding names its open features; a closing one the last window's statistics, all clean.
+    """
+    episode = episodes.setdefault(key, {"features": {}, "opened_ts_ms": None})
+    change, open_features = step_episodes(episode, judged, end_ms, open_after, close_after)
+    if change is None:
+        return None
+    if change == "OPEN":
+        episode["opened_ts_ms"] = end_ms
+    named = [f for f in judged if f.feature in open_features] if change != "CLOSE" else list(judged)
+    return change, named, episode["opened_ts_ms"]
+
+
 class DriftStage:
     """Bins each pump's scored windows and judges every closed window against the scoring version's reference."""
 
@@ -317,17 +333,14 @@ class DriftStage:
                                     reference, self.thresholds)
             for kind, (judged, unreferenced) in verdicts.items():
                 key = f"{kind}|{window.feature_set}|{window_label(window.length_s)}"
-                episode = asset.episodes.setdefault(key, {"features": {}, "opened_ts_ms": None})
-                change, open_features = step_episodes(episode, judged, window.end_ms, self.open_after, self.close_after)
-                if change is None:
+                stepped = advance_episode(asset.episodes, key, judged, window.end_ms, self.open_after, self.close_after)
+                if stepped is None:
                     continue
-                if change == "OPEN":
-                    episode["opened_ts_ms"] = window.end_ms
-                named = [f for f in judged if f.feature in open_features] if change != "CLOSE" else list(judged)
+                change, named, opened_ms = stepped
                 result.emit(finding_record(
                     scope="asset", asset_id=asset_id, kind=kind, feature_set=window.feature_set,
                     model_version=window.model_version, window=window_label(window.length_s), state=change,
-                    opened_ts_ms=episode["opened_ts_ms"], start_ms=window.start_ms, end_ms=window.end_ms, assets=[asset_id],
+                    opened_ts_ms=opened_ms, start_ms=window.start_ms, end_ms=window.end_ms, assets=[asset_id],
                     features=named, unreferenced=unreferenced), float(window.end_ms), OPS_DRIFT)
 
 

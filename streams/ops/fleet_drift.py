@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from vigil.models.drift import DriftThresholds
-from vigil.streams.ops.drift import finding_record, step_episodes
+from vigil.streams.ops.drift import advance_episode, finding_record
 from vigil.streams.ops.references import DriftReferences, judge_counts
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.stage import RawMessage, StageResult
@@ -141,17 +141,15 @@ class FleetDriftStage:
                 fleet.last_kl[window.feature_set] = {f.feature: round(float(f.kl), 6) for f in verdicts["feature"][0]}
             for kind, (judged, unreferenced) in verdicts.items():
                 key = f"{kind}|{window.feature_set}|{window.window}"
-                episode = fleet.episodes.setdefault(key, {"features": {}, "opened_ts_ms": None})
-                change, open_features = step_episodes(episode, judged, window.end_ms, self.open_after, self.close_after)
-                if change is None:
+                stepped = advance_episode(fleet.episodes, key, judged, window.end_ms, self.open_after, self.close_after)
+                if stepped is None:
                     continue
-                if change == "OPEN":
-                    episode["opened_ts_ms"] = window.end_ms
-                named = [f for f in judged if f.feature in open_features] if change != "CLOSE" else list(judged)
+                change, named, opened_ms = stepped
+                open_features = {f.feature for f in named} if change != "CLOSE" else set()
                 by_asset = window.drifted_assets if kind == "feature" else window.prediction_assets
-                assets = sorted(a for a, named_here in by_asset.items() if set(named_here) & set(open_features))
+                assets = sorted(a for a, named_here in by_asset.items() if set(named_here) & open_features)
                 result.emit(finding_record(
                     scope="fleet", asset_id=FLEET_KEY, kind=kind, feature_set=window.feature_set,
-                    model_version=window.model_version, window=window.window, state=change, opened_ts_ms=episode["opened_ts_ms"],
+                    model_version=window.model_version, window=window.window, state=change, opened_ts_ms=opened_ms,
                     start_ms=window.start_ms, end_ms=window.end_ms, assets=assets, features=named, unreferenced=unreferenced),
                     float(window.end_ms))
