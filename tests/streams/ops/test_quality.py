@@ -143,3 +143,18 @@ def test_a_tenth_of_the_fleet_stuck_raises_the_fleet_finding_naming_them(run, en
     numbers = json.loads(opened["details_json"])
     assert numbers["device_share"] == pytest.approx(0.1) and numbers["reasons"] == ["devices", "readings"]
     assert numbers["checks_open"] == {"stuck": 12}
+
+
+def test_a_wearable_that_goes_quiet_to_save_battery_gets_a_battery_gap_finding(codec):
+    # 50-sample chunks at 50 Hz, one a second, with the device silent for 90 s in the second minute-window.
+    stage = QualityStage(codec, window_s=60.0, wearable_fs_hz=50.0)
+    run = Run(stage, codec, QualityAssetState.from_bytes)
+    rng = np.random.default_rng(3)
+    times = [t for t in range(0, 240) if not 70 <= t < 160]
+    messages = [RawMessage("wearable.imu.raw", 0, i, b"w-1", codec.encode("wearable.imu.raw", "vigil.falls.ImuChunk", {
+        "wearer_id": "w-1", "seq": i, "ts": T0 + t * 1000, "fs_hz": 50.0, "range_g": 16.0,
+        "xyz": rng.normal([0.0, 1.0, 0.0], 0.05, (50, 3)).astype("<f4").tobytes()}), T0 + t * 1000 + 1200)
+        for i, t in enumerate(times)]
+    done = run.feed(messages, batch=50)
+    opened = [(f["stream"], f["check"], f["window_start_ms"], f["topology"]) for f in done.on(OPS_QUALITY) if f["state"] == "OPEN"]
+    assert opened == [("imu", "battery_gap", T0 + 120_000, "falls")]  # the window in which the device came back
