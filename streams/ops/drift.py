@@ -8,7 +8,7 @@ default) in the bins of the reference histograms the model was trained with,
 so no sample is kept. When a window closes (the pump's newest event is
 ``grace`` past its end) it is judged (``vigil.models.drift``): per feature
 (PSI, KL, a test suited to the sample size), and for the predictions (edge
-scores in threshold units, flag rate). Each feature has its own hysteresis;
+scores in threshold units, flag rate, the cloud tier's confirmation rate). Each feature has its own hysteresis;
 the pump's finding is open while any feature's is, and names those features.
 
 A pump is judged against its own first ``reference_s`` (a day) of scored
@@ -244,7 +244,7 @@ class DriftStage:
         scored = np.array([r["evaluated"] for r in records])
         confirmed = np.array([r["confirmed"] for r in records])
         score_edges = self.references.score_edges
-        self._learn_own(asset, feature_set, version, names, ts, deviations, ratio, flagged)
+        self._learn_own(asset, feature_set, version, names, ts, deviations, ratio, flagged, scored, confirmed)
         for length_s in self.windows_s:
             length_ms = int(length_s * 1000)
             starts = ts - ts % length_ms
@@ -264,7 +264,8 @@ class DriftStage:
                 window.cloud_confirmed += int(confirmed[rows].sum())
 
     def _learn_own(self, asset: DriftAssetState, feature_set: str, version: str, names: list[str], ts: np.ndarray,
-                   deviations: np.ndarray, ratio: np.ndarray, flagged: np.ndarray) -> None:
+                   deviations: np.ndarray, ratio: np.ndarray, flagged: np.ndarray, scored: np.ndarray,
+                   confirmed: np.ndarray) -> None:
         """Bins the pump's first ``reference_s`` of scored windows as its own reference.
 
         Deviations are against the pump's commissioning baseline whatever version scored them, so one reference
@@ -277,17 +278,19 @@ class DriftStage:
             bins, score_bins = len(self.references.bin_edges) - 1, len(self.references.score_edges) - 1
             own = asset.own[feature_set] = {
                 "start_ms": int(ts.min()), "version": version, "features": list(names), "counts": np.zeros((len(names), bins), np.int64).tolist(),
-                "scores": [0] * score_bins, "windows": 0, "flagged": 0, "complete": False}
+                "scores": [0] * score_bins, "windows": 0, "flagged": 0, "cloud_scored": 0, "cloud_confirmed": 0, "complete": False}
         if own["complete"] or own["features"] != list(names):
             return
         rows = ts < own["start_ms"] + self.reference_ms
         if version != own["version"]:  # scores of another version: the deviations still count, the scores do not
             ratio = np.full_like(ratio, np.nan)
-            flagged = np.zeros_like(flagged)
+            flagged, scored, confirmed = np.zeros_like(flagged), np.zeros_like(scored), np.zeros_like(confirmed)
         own["counts"] = (np.asarray(own["counts"], np.int64) + bin_counts(deviations[rows], self.references.bin_edges)).tolist()
         own["scores"] = (np.asarray(own["scores"], np.int64) + bin_counts(ratio[rows], self.references.score_edges)[0]).tolist()
         own["windows"] += int(rows.sum())
         own["flagged"] += int(flagged[rows].sum())
+        own["cloud_scored"] = own.get("cloud_scored", 0) + int(scored[rows].sum())
+        own["cloud_confirmed"] = own.get("cloud_confirmed", 0) + int(confirmed[rows].sum())
         own["complete"] = bool((~rows).any())
 
     def _asset_reference(self, asset: DriftAssetState, window: WindowCounts) -> FeatureSetReference | None:
@@ -305,7 +308,9 @@ class DriftStage:
         return FeatureSetReference(
             list(own["features"]), {n: (counts[i] / counts[i].sum()).tolist() for i, n in enumerate(own["features"])},
             (scores / scores.sum()).tolist() if same_version else None,
-            (own["flagged"] + 1) / (own["windows"] + 2) if same_version else None)
+            (own["flagged"] + 1) / (own["windows"] + 2) if same_version else None,
+            (own.get("cloud_confirmed", 0) + 1) / (own.get("cloud_scored", 0) + 2)
+            if same_version and own.get("cloud_scored", 0) >= self.references.min_cloud_reference else None)
 
     def _window(self, asset: DriftAssetState, length_s: float, feature_set: str, version: str, start_ms: int,
                 names: list[str]) -> WindowCounts:
@@ -330,7 +335,7 @@ class DriftStage:
             # Evidence in effective samples: consecutive windows of a slow feature are not independent draws.
             effective = window.feature_counts * window.effective_fraction()[:, None]
             verdicts = judge_counts(window.features, effective, window.score_counts, window.windows, window.flagged,
-                                    reference, self.thresholds)
+                                    reference, self.thresholds, cloud=(window.cloud_scored, window.cloud_confirmed))
             for kind, (judged, unreferenced) in verdicts.items():
                 key = f"{kind}|{window.feature_set}|{window_label(window.length_s)}"
                 stepped = advance_episode(asset.episodes, key, judged, window.end_ms, self.open_after, self.close_after)

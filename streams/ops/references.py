@@ -52,22 +52,31 @@ class FeatureSetReference:
     fractions: dict[str, list[float]]
     score_fractions: list[float] | None  # edge scores / threshold in SCORE_RATIO_EDGES bins
     flag_rate: float | None
+    # Share of flagged windows the cloud tier confirmed; only a pump's own reference period has one (training has no
+    # cloud verdicts on healthy windows to speak of).
+    confirm_rate: float | None = None
 
 
 class DriftReferences:
     """Edge model version and feature set -> the reference, read from the registry once per version."""
 
     bin_edges: tuple[float, ...] = tuple(REFERENCE_BIN_EDGES)
+    # Cloud verdicts a pump's own reference period needs before its confirmation rate is a reference.
+    min_cloud_reference: int = 30
     score_edges: tuple[float, ...] = tuple(SCORE_RATIO_EDGES)
 
     def __init__(self, models_dir: str | Path | None = None, known: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.registry = ModelRegistry(models_dir) if models_dir is not None else None
-        self._by_version: dict[str, Mapping[str, Any] | None] = dict(known or {})
+        self._by_version: dict[str, Mapping[str, Any]] = dict(known or {})
+        self._missing: set[str] = set()  # versions already warned about
 
     def get(self, version: str, feature_set: str) -> FeatureSetReference | None:
-        if version not in self._by_version:
-            self._by_version[version] = self._load(version)
-        metadata = self._by_version[version]
+        metadata = self._by_version.get(version)
+        if metadata is None:
+            # Not cached when absent: another worker may have fetched a version this one's watcher has not yet.
+            metadata = self._load(version)
+            if metadata is not None:
+                self._by_version[version] = metadata
         if metadata is None:
             return None
         histograms = (metadata.get("reference_histograms") or {}).get(feature_set)
@@ -84,17 +93,22 @@ class DriftReferences:
         try:
             return self.registry.metadata(EDGE_TIER, version)
         except ModelNotFoundError:
-            logger.warning("no reference for an edge version this worker does not have; its windows are unreferenced",
-                           extra={"version": version})
+            if version not in self._missing:
+                self._missing.add(version)
+                logger.warning("no reference for an edge version this worker does not have (yet); its windows are unreferenced",
+                               extra={"version": version})
             return None
 
 
 def judge_counts(features: Sequence[str], feature_counts: np.ndarray, score_counts: np.ndarray, windows: int, flagged: int,
-                 reference: FeatureSetReference | None,
-                 thresholds: DriftThresholds) -> dict[str, tuple[list[FeatureDrift], list[str]]]:
-    """Kind ('feature', 'prediction') -> (the judged statistics, the names no reference covers) of one closed window."""
+                 reference: FeatureSetReference | None, thresholds: DriftThresholds,
+                 cloud: tuple[int, int] = (0, 0)) -> dict[str, tuple[list[FeatureDrift], list[str]]]:
+    """Kind ('feature', 'prediction') -> (the judged statistics, the names no reference covers) of one closed window.
+
+    ``cloud``: (flagged windows the cloud tier scored, those it confirmed) in the window.
+    """
     if reference is None:
-        return {"feature": ([], list(features)), "prediction": ([], ["edge_score", "flag_rate"])}
+        return {"feature": ([], list(features)), "prediction": ([], ["edge_score", "flag_rate", "cloud_confirmation_rate"])}
     verdict = judge_window({n: feature_counts[i] for i, n in enumerate(features)}, reference.fractions, thresholds)
     prediction: list[FeatureDrift] = []
     unreferenced = []
@@ -106,13 +120,20 @@ def judge_counts(features: Sequence[str], feature_counts: np.ndarray, score_coun
         prediction.append(flag_rate_statistic(flagged, windows, reference.flag_rate, thresholds))
     elif reference.flag_rate is None:
         unreferenced.append("flag_rate")
+    scored, confirmed = cloud
+    if reference.confirm_rate is not None and scored >= thresholds.min_samples:
+        prediction.append(flag_rate_statistic(confirmed, scored, reference.confirm_rate, thresholds, "cloud_confirmation_rate"))
+    elif reference.confirm_rate is None:
+        unreferenced.append("cloud_confirmation_rate")
     return {"feature": (list(verdict.features), list(verdict.unreferenced)), "prediction": (prediction, unreferenced)}
 
 
-def flag_rate_statistic(flagged: int, windows: int, expected_rate: float, thresholds: DriftThresholds) -> FeatureDrift:
-    """The flag rate against the training windows' as a two-bin distribution, judged by the binomial rule."""
+def flag_rate_statistic(flagged: int, windows: int, expected_rate: float, thresholds: DriftThresholds,
+                        name: str = "flag_rate") -> FeatureDrift:
+    """A rate (flags per window, confirmations per flag) against the reference's as a two-bin distribution, judged by the
+    binomial rule (moved by half again, or halved, and significant)."""
     drifted, p_value = flag_rate_drift(flagged, windows, expected_rate, thresholds)
     counts = np.array([windows - flagged, flagged])
     expected = [1.0 - expected_rate, expected_rate]
-    return FeatureDrift("flag_rate", windows, psi(counts, expected), kl_divergence(counts, expected), js_distance(counts, expected),
+    return FeatureDrift(name, windows, psi(counts, expected), kl_divergence(counts, expected), js_distance(counts, expected),
                         "binomial", p_value, drifted)

@@ -185,6 +185,18 @@ def test_a_slowly_wandering_feature_counts_as_few_samples_and_raises_nothing(run
     assert len([w for w in done.on(OPS_DRIFT_WINDOWS) if w["window"] == "1d"]) == 4  # days 0-3 closed: three judged
 
 
+def test_the_cloud_confirming_far_more_of_a_pumps_flags_than_in_its_first_day_is_prediction_drift(run):
+    rng = np.random.default_rng(13)
+    records = scored_windows("pump-1", 40.2, seed=13)
+    for r in records:  # every window flagged and sent to the cloud; it confirms a fifth of them, then from hour 30 nearly all
+        r.update(flagged=True, evaluated=True, confirmed=bool(rng.random() < (0.9 if r["ts_ms"] >= T0 + 30 * HOUR_MS else 0.2)))
+    findings = run(reference_s=86400.0).feed(records, "vigil.pumps.CloudScore").on(OPS_DRIFT)
+    [opened] = [f for f in findings if f["kind"] == "prediction"]
+    assert [f["feature"] for f in opened["features"]] == ["cloud_confirmation_rate"]
+    assert opened["opened_ts_ms"] == T0 + 32 * HOUR_MS and opened["features"][0]["test"] == "binomial"
+    assert [f for f in findings if f["kind"] == "feature"] == []
+
+
 def test_no_pump_window_is_judged_before_its_own_reference_day_is_over(run):
     done = run(reference_s=86400.0).feed(scored_windows("pump-1", 20.2, seed=11, shift={"rms_g": 3.0}), "vigil.pumps.CloudScore")
     assert done.on(OPS_DRIFT) == [] and len(done.on(OPS_DRIFT_WINDOWS)) == 20  # summarised for the fleet all the same
