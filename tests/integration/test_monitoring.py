@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.fixtures.broker import consume_all, launch_worker
+from tests.integration.test_pump_cascade import metric, wait_for
 from vigil.models.simulate import DEFAULT_START_TS_MS, FleetSimulator, inject_changes, make_fleet
 from vigil.streams.devtools.producer import RecordProducer
 from vigil.streams.pumps.training import train_pumps_simulated
@@ -29,21 +30,8 @@ PUMPS, STEPS, INTERVAL_S, SEED = 4, 540, 20.0, 11
 WINDOW_S, CHANGE_AT_S = 900.0, 5400.0
 
 
-def metric(worker: Any, stage: str) -> float:
-    try:
-        return worker.metrics().get(f'vigil_records_in_total{{stage="{stage}"}}', 0.0)
-    except OSError:
-        return 0.0
-
-
-def wait_for(condition: Any, timeout_s: float, what: str, worker: Any) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{worker.log()[-5000:]}")
-        if worker.process.poll() is not None:
-            pytest.fail(f"worker exited with {worker.process.returncode}\n{worker.log()[-5000:]}")
-        time.sleep(0.5)
+def records_in(worker: Any, stage: str) -> float:
+    return metric(worker, "vigil_records_in_total", stage)
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +68,11 @@ def monitored(broker, tmp_path_factory) -> Iterator[dict[str, Any]]:
             producer.flush()
             # Each worker counts what it read since it started: the second reads at least the second half.
             sent = sum(len(step) for step in part)
-            wait_for(lambda: metric(workers[-1], "ops.quality") >= sent and metric(workers[-1], "ops.drift") > 0, 480,
+            wait_for(lambda: records_in(workers[-1], "ops.quality") >= sent and records_in(workers[-1], "ops.drift") > 0, 480,
                      "the quality and drift stages", workers[-1])
             for topic, stage in ((OPS_DRIFT_WINDOWS, "ops.drift.fleet"), (OPS_QUALITY_WINDOWS, "ops.quality.fleet")):
                 total = len(read(topic))
-                wait_for(lambda: metric(workers[-1], stage) >= total - summaries_before[topic], 120, stage, workers[-1])
+                wait_for(lambda: records_in(workers[-1], stage) >= total - summaries_before[topic], 120, stage, workers[-1])
                 summaries_before[topic] = total
             if phase == 0:
                 time.sleep(3.0)  # a commit interval or two: the next worker starts from what this one committed
