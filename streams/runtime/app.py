@@ -75,7 +75,7 @@ class VigilApp(faust.App):
 
 def worker_data_dir(settings: Settings) -> Path:
     """Faust's table directory for this app id; Faust creates only its last component."""
-    directory = settings.worker_data_dir / settings.group_id
+    directory = settings.worker_data_dir / settings.worker_group_id
     directory.parent.mkdir(parents=True, exist_ok=True)
     return directory
 
@@ -85,16 +85,17 @@ def create_app(
     *,
     codec: AvroCodec | None = None,
     models: ActivePumpModels | None = None,
-    fall_model: "ActiveFallModel | None | bool" = True,
+    fall_model: ActiveFallModel | None | bool = True,
 ) -> VigilApp:
-    """Build the worker app: pump and fall agents, tables, the /metrics page and the /pumps trend pages.
+    """Build the worker app of ``settings.worker_role``: pump and fall agents, their tables, the model watcher and the
+    /pumps trend pages (scoring), the ops.* stages (monitoring), or both (all); /metrics in every role.
 
     ``fall_model``: True loads the registry's active fall model; without one the fall
     topology is not started (its input stays in Kafka, unread) and the worker says so.
     """
     credentials, ssl_context = settings.faust_credentials()
     app = VigilApp(
-        settings.group_id,
+        settings.worker_group_id,
         broker=settings.broker_urls,
         broker_credentials=credentials,
         ssl_context=ssl_context,
@@ -125,30 +126,43 @@ def create_app(
     )
     app.vigil_settings = settings
     codec = codec or codec_from_settings(settings.schema_registry)
-    models = models or load_pump_models(settings.models_dir)
     # One worker is one core's worth of work; scale out with workers per partition, not torch threads.
     import torch
 
     torch.set_num_threads(1)
-
-    from vigil.streams.pumps.agents import register_pump_agents
-
-    model_stages = register_pump_agents(app, settings, codec, models)
-    from vigil.streams.falls.agents import load_fall_model, register_fall_agents
+    from vigil.streams.falls.agents import load_fall_model
 
     if fall_model is True:
         fall_model = load_fall_model(settings.models_dir)
+    scoring, monitoring = settings.worker_role in ("all", "scoring"), settings.worker_role in ("all", "monitoring")
+    app.model_control = None
+    if scoring:
+        models = models or load_pump_models(settings.models_dir)
+        model_stages = _register_scoring_agents(app, settings, codec, models, fall_model or None)
+        _register_model_serving(models, fall_model or None)
+        _register_model_control(app, settings, codec, model_stages)
+    if monitoring:
+        from vigil.streams.ops.agents import register_ops_agents
+
+        # The wearables' quality checks need the rate the fall model reads them at.
+        register_ops_agents(app, settings, codec, fall_model.model.fs_hz if fall_model else None)
+    _register_metrics_page(app)
+    return app
+
+
+def _register_scoring_agents(app: VigilApp, settings: Settings, codec: AvroCodec, models: ActivePumpModels,
+                             fall_model: ActiveFallModel | None) -> dict[str, Any]:
+    """Both topologies' agents; the stages that serve a model, by tier, for the model watcher."""
+    from vigil.streams.falls.agents import register_fall_agents
+    from vigil.streams.pumps.agents import register_pump_agents
+
+    model_stages = register_pump_agents(app, settings, codec, models)
     if fall_model:
         model_stages |= register_fall_agents(app, settings, codec, fall_model)
     else:
         logger.warning("no active fall model: the fall topology is not running; train one with "
                        "`vigil train falls --pack PATH` (or --simulate)", extra={"models_dir": str(settings.models_dir)})
-    from vigil.streams.ops.agents import register_ops_agents
-
-    register_ops_agents(app, settings, codec, fall_model.model.fs_hz if fall_model else None)
-    _register_metrics_page(app, models, fall_model or None)
-    _register_model_control(app, settings, codec, model_stages)
-    return app
+    return model_stages
 
 
 def _register_model_control(app: VigilApp, settings: Settings, codec: AvroCodec, stages: dict[str, Any]) -> None:
@@ -171,9 +185,7 @@ def _register_model_control(app: VigilApp, settings: Settings, codec: AvroCodec,
     app.model_control = watcher  # `vigil worker` starts it before the agents (ModelControlWatcher.start)
 
 
-def _register_metrics_page(app: VigilApp, models: ActivePumpModels, fall_model: "ActiveFallModel | None") -> None:
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
+def _register_model_serving(models: ActivePumpModels, fall_model: ActiveFallModel | None) -> None:
     from vigil.streams.runtime import metrics
 
     metrics.BUILD.info({"edge_model": models.edge_version, "cloud_model": models.cloud_version,
@@ -182,6 +194,12 @@ def _register_metrics_page(app: VigilApp, models: ActivePumpModels, fall_model: 
     metrics.MODEL_SERVING.labels(CLOUD_TIER, "active", models.cloud_version).set(1)
     if fall_model:
         metrics.MODEL_SERVING.labels(FALL_TIER, "active", fall_model.version).set(1)
+
+
+def _register_metrics_page(app: VigilApp) -> None:
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    from vigil.streams.runtime import metrics
 
     @app.timer(LAG_INTERVAL_S, name="consumer_lag")
     async def export_consumer_lag() -> None:

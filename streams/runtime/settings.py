@@ -58,6 +58,7 @@ def parse_broker_url(url: str) -> list[str]:
     return hosts
 
 
+WORKER_ROLES = ("all", "scoring", "monitoring")
 SECURITY_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
 # Settings whose variable is not VIGIL_<FIELD NAME>.
 _ENV_NAMES = {"schema_registry": "VIGIL_SCHEMA_REGISTRY", "models_dir": "VIGIL_MODELS", "assets_file": "VIGIL_ASSETS"}
@@ -136,6 +137,9 @@ class Settings:
     producer_max_batch_bytes: int = 262_144
     web_port: int = 6066
     web_host: str = "127.0.0.1"
+    # Which stages a worker runs: "all", "scoring" (both topologies and the model watcher) or "monitoring" (the
+    # ops.* stages, in a consumer group of their own, so they never queue the alert path behind them).
+    worker_role: str = "all"
     security: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -185,6 +189,8 @@ class Settings:
             raise ValueError("VIGIL_MONITOR_WINDOW_S must be > 0, VIGIL_MONITOR_LONG_WINDOW_S and VIGIL_MONITOR_GRACE_S >= 0")
         if self.drift_open_after < 1 or self.drift_close_after < 1:
             raise ValueError("VIGIL_DRIFT_OPEN_AFTER and VIGIL_DRIFT_CLOSE_AFTER must be >= 1")
+        if self.worker_role not in WORKER_ROLES:
+            raise ValueError(f"VIGIL_WORKER_ROLE must be one of {', '.join(WORKER_ROLES)}, got {self.worker_role!r}")
         if self.batch_size < 1:
             raise ValueError(f"VIGIL_BATCH_SIZE must be >= 1, got {self.batch_size}")
         protocol = self.security.get("security_protocol", "PLAINTEXT").upper()
@@ -230,6 +236,12 @@ class Settings:
         changelog topics after it, so one ``VIGIL_TOPIC_PREFIX`` keeps two deployments on a shared cluster
         apart in topics, groups and state alike."""
         return f"{self.topic_prefix}{self.app_id}"
+
+    @property
+    def worker_group_id(self) -> str:
+        """The group of this worker's role: monitoring workers read the same topics under a group of their own, so
+        both roles see every record and scale apart (a group's members must all subscribe to the same topics)."""
+        return f"{self.group_id}-monitoring" if self.worker_role == "monitoring" else self.group_id
 
     def confluent_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka configuration for confluent-kafka clients, security included."""

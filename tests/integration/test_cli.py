@@ -117,6 +117,9 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     assert 0 < summary["lead_hours"][summary["faulty"][0]] < 72
     assert summary["trends_served"] == 4
     assert summary["latency"]["end to end: raw -> pump.scores.cloud"]["n"] == funnel["scored"]
+    # Two workers, each in its own group: the scoring path, and the monitoring stages that judged drift and quality.
+    assert summary["worker_joined_s"] is not None and summary["monitoring_worker_joined_s"] is not None
+    assert summary["throughput"]["worker_cpu_s"] > 0 and summary["throughput"]["monitoring_worker_cpu_s"] > 0
 
     # Mid-run the demo retrained on pump.features, shadowed the pair, compared and promoted it: both tiers switched
     # (and their shadows were retired) in the one worker, and no window was scored twice or skipped across the switch.

@@ -122,3 +122,35 @@ async def test_a_gap_the_guard_accepted_lets_commits_pass_it(worker_consumer):
     consumer._committed_offset[tp] = 12  # what the commit of 12 records
     await consumer.add_accepted_gap(tp, 12, 14)
     assert consumer._new_offset(tp) == 17
+
+
+def test_the_scoring_and_monitoring_roles_split_the_stages_between_two_groups(models_dir, crafted_fall_model, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from vigil.models.registry import FALL_TIER, ModelRegistry
+    from vigil.streams.runtime.app import create_app
+    from vigil.streams.runtime.settings import Settings
+
+    shutil.copytree(models_dir, tmp_path / "models")
+    ModelRegistry(tmp_path / "models").save(FALL_TIER, crafted_fall_model, {}, activate=True)
+    base = replace(Settings.from_env({}), broker_hosts=("127.0.0.1:9",), models_dir=tmp_path / "models")
+    every, scoring, monitoring = (create_app(replace(base, worker_role=role)) for role in ("all", "scoring", "monitoring"))
+    assert agent_names(scoring) | agent_names(monitoring) == agent_names(every)
+    assert not agent_names(scoring) & agent_names(monitoring)
+    assert {"pump.features", "pump.scores.cloud", "fall.confirm"} <= agent_names(scoring)
+    assert {"ops.drift", "ops.drift.fleet", "ops.quality", "ops.quality.fleet", "alerts.labelled"} == agent_names(monitoring)
+    # Both roles read pump.scores.cloud, so each needs a group of its own: a group hands every partition of a topic
+    # to one of its members, whatever that member subscribed to.
+    assert (scoring.conf.id, monitoring.conf.id) == ("vigil", "vigil-monitoring")
+    assert all(t.changelog_topic.get_topic_name().startswith("vigil-monitoring-ops-") for t in monitoring.tables.values())
+    assert scoring.model_control is not None and monitoring.model_control is None  # no model to swap there
+    assert "/pumps/{asset_id}/trend" in scoring.web.views and "/pumps/{asset_id}/trend" not in monitoring.web.views
+    assert "/metrics" in monitoring.web.views
+
+
+def test_an_unknown_worker_role_is_refused_with_the_choices():
+    from vigil.streams.runtime.settings import Settings
+
+    with pytest.raises(ValueError, match="VIGIL_WORKER_ROLE must be one of all, scoring, monitoring, got 'alerts'"):
+        Settings.from_env({"VIGIL_WORKER_ROLE": "alerts"})
