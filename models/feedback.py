@@ -403,3 +403,89 @@ def totals(rows: Iterable[RealisedPerformance], *, exposure: Mapping[str, tuple[
             median_lead_time_h=statistics.median(lead_times) if lead_times else None,
         ))
     return out
+
+
+# A pump alert episode that opened this long before a failure (or less) was its warning.
+DEFAULT_FAILURE_LOOKBACK_H = 30 * 24.0
+FAILURE_VERDICTS = ("DETECTED", "MISSED")
+
+
+def failure_id_for(asset_id: str, failure_ts_ms: int) -> str:
+    """The id of a failure report that names none: one failure of one asset at one time.
+
+    >>> failure_id_for("pump-7", 1_700_000_000_000)
+    'pump-7/1700000000000'
+    """
+    return f"{asset_id}/{failure_ts_ms}"
+
+
+def failure_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a failure report cannot be judged (the stage dead-letters with this reason); None when it can.
+
+    >>> ok = {"failure_id": "p/5", "asset_id": "p", "failure_ts_ms": 5, "fault": "seal_leak", "who": "crew-3", "ts_ms": 9}
+    >>> failure_problem(ok) is None
+    True
+    >>> failure_problem({**ok, "fault": ""})
+    'no fault named'
+    """
+    for name, reason in (("failure_id", "no failure id"), ("asset_id", "no asset id"), ("fault", "no fault named"),
+                         ("who", "no reporter (who)")):
+        if not isinstance(record.get(name), str) or not record[name]:
+            return reason
+    for name in ("failure_ts_ms", "ts_ms"):
+        if not _is_int(record.get(name)):
+            return f"{name} is not an integer: {record.get(name)!r}"
+    for name in ("note", "model_version"):
+        value = record.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"{name} is not a string: {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class FailureJudgement:
+    verdict: str  # one of FAILURE_VERDICTS
+    alert_ids: tuple[str, ...]  # the warning episodes, earliest first
+    lead_time_h: float | None  # failure - the earliest warning's opening; None when missed
+    model_version: str  # the earliest warning's "edge/cloud"; when missed, the version the report names
+
+
+def judge_failure(asset_id: str, failure_ts_ms: int, episodes: Iterable[Episode], *,
+                  lookback_h: float = DEFAULT_FAILURE_LOOKBACK_H, reported_version: str | None = None) -> FailureJudgement:
+    """DETECTED when a pump episode of ``asset_id`` opened within ``lookback_h`` before the failure (or at it), else MISSED.
+
+    An episode opened after the failure is no warning of it; one that opened earlier than the lookback warned of
+    something else. A missed failure is charged to the version the report names (the one serving when it failed).
+
+    >>> opened = lambda i, h: Episode(i, "pump-1", "pump.anomaly", int(h * MS_PER_HOUR), None, "e1/c1", "HIGH")
+    >>> judge_failure("pump-1", 100 * MS_PER_HOUR, [opened("late", 101), opened("a2", 40), opened("a1", 10)])
+    FailureJudgement(verdict='DETECTED', alert_ids=('a1', 'a2'), lead_time_h=90.0, model_version='e1/c1')
+    >>> judge_failure("pump-1", 100 * MS_PER_HOUR, [opened("old", 10)], lookback_h=48, reported_version="e2/c2")
+    FailureJudgement(verdict='MISSED', alert_ids=(), lead_time_h=None, model_version='e2/c2')
+    """
+    if lookback_h <= 0:
+        raise ValueError(f"lookback_h must be > 0, got {lookback_h}")
+    since_ms = failure_ts_ms - lookback_h * MS_PER_HOUR
+    warnings = sorted((e for e in episodes if e.asset_id == asset_id and since_ms <= e.opened_ts_ms <= failure_ts_ms),
+                      key=lambda e: (e.opened_ts_ms, e.alert_id))
+    if not warnings:
+        return FailureJudgement("MISSED", (), None, reported_version or f"{UNKNOWN_VERSION}/{UNKNOWN_VERSION}")
+    first = warnings[0]
+    return FailureJudgement("DETECTED", tuple(e.alert_id for e in warnings), (failure_ts_ms - first.opened_ts_ms) / MS_PER_HOUR,
+                            first.model_version)
+
+
+def current_verdicts(verdicts: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The current FailureVerdict per failure id (its highest revision), in failure-time order.
+
+    >>> v = {"failure_id": "f1", "failure_ts_ms": 5}
+    >>> [(x["failure_id"], x["revision"]) for x in current_verdicts([{**v, "revision": 1}, {**v, "revision": 0},
+    ...                                                               {**v, "failure_id": "f0", "revision": 0}])]
+    [('f0', 0), ('f1', 1)]
+    """
+    latest: dict[str, Mapping[str, Any]] = {}
+    for verdict in verdicts:
+        known = latest.get(verdict["failure_id"])
+        if known is None or verdict["revision"] >= known["revision"]:
+            latest[verdict["failure_id"]] = verdict
+    return sorted(latest.values(), key=lambda v: (v["failure_ts_ms"], v["failure_id"]))

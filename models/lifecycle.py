@@ -128,3 +128,22 @@ def rollback_target(history: Sequence[Mapping[str, Any]], current: str) -> str |
     while stack and stack[-1] == current:
         stack.pop()
     return stack[-1] if stack else None
+
+
+def active_version_at(history: Iterable[Mapping[str, Any]], tier: str, at_ms: int) -> str | None:
+    """The version ``tier``'s active alias pointed at, at ``at_ms``, from ``models.audit`` (every change, any order).
+
+    Before the first change it is the version that change replaced (``previous_version``); None when the
+    audit says nothing about the tier, or a change names no version it replaced.
+
+    >>> h = [{"tier": "edge", "alias": "active", "version": "b", "previous_version": "a", "epoch": 1, "at_ms": 100},
+    ...      {"tier": "edge", "alias": "active", "version": "c", "previous_version": "b", "epoch": 2, "at_ms": 200},
+    ...      {"tier": "edge", "alias": "shadow", "version": "z", "previous_version": None, "epoch": 1, "at_ms": 150}]
+    >>> [active_version_at(h, "edge", t) for t in (50, 100, 199, 500)], active_version_at(h, "cloud", 500)
+    (['a', 'b', 'b', 'c'], None)
+    """
+    changes = sorted((c for c in history if c["tier"] == tier and c["alias"] == "active"), key=lambda c: (c["at_ms"], c["epoch"]))
+    before = [c for c in changes if c["at_ms"] <= at_ms]
+    if before:
+        return before[-1]["version"]
+    return changes[0].get("previous_version") if changes else None

@@ -13,6 +13,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from vigil.models.feedback import (
+    DEFAULT_FAILURE_LOOKBACK_H,
+    episodes_from_alerts,
+    failure_problem,
+    feedback_problem,
+    judge_failure,
+    latest_feedback,
+)
+
 
 @dataclass(frozen=True)
 class RetrainBounds:
@@ -133,3 +142,71 @@ def promotion_gate(active: Mapping[str, float], candidate: Mapping[str, float],
     else:
         reasons.append(f"false alarms {candidate['false_alarms']:g} vs none: {'none added' if within else 'any rise from none is too many'}")
     return drop <= bounds.max_recall_drop + 1e-12 and candidate["false_alarms"] <= allowed, reasons
+
+
+@dataclass(frozen=True)
+class LabelledCases:
+    """What maintenance said about the stream, as held-back cases to judge a pair on."""
+
+    failures: tuple[tuple[str, int], ...]  # (asset, failure time): reported failures and fault-found labels naming one
+    quiet: tuple[tuple[str, int, float], ...]  # (asset, opened, closed) of the episodes labelled nothing-found
+
+    @property
+    def assets(self) -> list[str]:
+        return sorted({a for a, _ in self.failures} | {a for a, _, _ in self.quiet})
+
+
+def labelled_cases(alerts: Iterable[Mapping[str, Any]], feedback: Iterable[Mapping[str, Any]],
+                   failure_reports: Iterable[Mapping[str, Any]] = ()) -> LabelledCases:
+    """The failures and the nothing-found episodes the topics hold (latest label per alert, latest report per failure id;
+    invalid records and labels naming no pump alert read are left out).
+
+    >>> opened = {"kind": "pump.anomaly", "state": "OPEN", "severity": "HIGH", "model_versions": {}}
+    >>> alerts = [{**opened, "alert_id": "a1", "asset_id": "p1", "ts_ms": 10, "opened_ts_ms": 10},
+    ...           {**opened, "alert_id": "a2", "asset_id": "p2", "ts_ms": 20, "opened_ts_ms": 20},
+    ...           {**opened, "alert_id": "a2", "asset_id": "p2", "ts_ms": 30, "opened_ts_ms": 20, "state": "CLOSE"}]
+    >>> label = {"resolved_ts_ms": 40, "who": "crew", "ts_ms": 40}
+    >>> feedback = [{**label, "alert_id": "a1", "asset_id": "p1", "outcome": "fault-found", "failure_ts_ms": 35},
+    ...             {**label, "alert_id": "a2", "asset_id": "p2", "outcome": "nothing-found"}]
+    >>> reports = [{"failure_id": "p3/90", "asset_id": "p3", "failure_ts_ms": 90, "fault": "seal", "who": "crew", "ts_ms": 95},
+    ...            {"failure_id": "x", "asset_id": "p1", "failure_ts_ms": 35, "fault": "race", "who": "crew", "ts_ms": 96}]
+    >>> labelled_cases(alerts, feedback, reports)
+    LabelledCases(failures=(('p1', 35), ('p3', 90)), quiet=(('p2', 20, 30),))
+    """
+    episodes = episodes_from_alerts(alerts)
+    valid = [f for f in feedback if feedback_problem(f) is None and (e := episodes.get(f["alert_id"])) is not None
+             and e.asset_id == f["asset_id"]]
+    labels = latest_feedback(valid)
+    failures = {(label.asset_id, label.failure_ts_ms) for label in labels.values()
+                if label.outcome == "fault-found" and label.failure_ts_ms is not None}
+    latest: dict[str, Mapping[str, Any]] = {}
+    for report in failure_reports:
+        if failure_problem(report) is None and report["ts_ms"] >= latest.get(report["failure_id"], {"ts_ms": -1})["ts_ms"]:
+            latest[report["failure_id"]] = report
+    failures |= {(r["asset_id"], r["failure_ts_ms"]) for r in latest.values()}
+    quiet = sorted((episodes[i].asset_id, episodes[i].opened_ts_ms,
+                    episodes[i].closed_ts_ms if episodes[i].closed_ts_ms is not None else math.inf)
+                   for i, label in labels.items() if label.outcome == "nothing-found")
+    return LabelledCases(tuple(sorted(failures)), tuple(quiet))
+
+
+def judge_on_labelled(alerts: Iterable[Mapping[str, Any]], cases: LabelledCases, *, lookback_h: float | None = None) -> dict[str, Any]:
+    """Recall and false alarms of a pair's replayed alerts on labelled cases: a failure is detected when one of the pair's
+    episodes opened within the lookback before it (``judge_failure``); a nothing-found episode is a false alarm of the
+    pair when one of its episodes overlaps it. Recall is None without failures.
+
+    >>> opened = {"kind": "pump.anomaly", "state": "OPEN", "severity": "HIGH", "model_versions": {}}
+    >>> replayed = [{**opened, "alert_id": "r1", "asset_id": "p1", "ts_ms": 5, "opened_ts_ms": 5},
+    ...             {**opened, "alert_id": "r2", "asset_id": "p2", "ts_ms": 25, "opened_ts_ms": 25}]
+    >>> judge_on_labelled(replayed, LabelledCases((("p1", 35), ("p3", 90)), (("p2", 20, 30.0),)))
+    {'failures': 2, 'detected': 1, 'recall': 0.5, 'quiet_episodes': 1, 'false_alarms': 1}
+    """
+    episodes = list(episodes_from_alerts(alerts).values())
+    lookback = DEFAULT_FAILURE_LOOKBACK_H if lookback_h is None else lookback_h
+    detected = sum(judge_failure(asset, at_ms, episodes, lookback_h=lookback).verdict == "DETECTED" for asset, at_ms in cases.failures)
+    spans = alert_spans(alerts)
+    false_alarms = sum(any(opened <= end and start <= closed for opened, closed in spans.get(asset, ()))
+                       for asset, start, end in cases.quiet)
+    n = len(cases.failures)
+    return {"failures": n, "detected": detected, "recall": detected / n if n else None, "quiet_episodes": len(cases.quiet),
+            "false_alarms": false_alarms}

@@ -1,6 +1,6 @@
 """The ``vigil`` command: one module per command group, each with a ``register(sub)`` that adds its parser.
 
-broker, topics, worker, produce and respond, train, retrain, models, evaluate and tune, alerts, report, demo.
+broker, topics, worker, produce and respond, train, retrain, models, evaluate and tune, alerts, failures, report, demo.
 """
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import logging
 import sys
 from typing import Sequence
 
-from vigil.streams.cli import alerts, broker, demo, evaluate, models, produce, report, retrain, topics, train, worker
+from vigil.streams.cli import alerts, broker, demo, evaluate, failures, models, produce, report, retrain, topics, train, worker
 from vigil.streams.cli.common import console
 from vigil.streams.runtime.settings import BrokerNotConfigured
 
-COMMAND_GROUPS = (broker, topics, worker, train, retrain, produce, models, evaluate, alerts, report, demo)
+COMMAND_GROUPS = (broker, topics, worker, train, retrain, produce, models, evaluate, alerts, failures, report, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,6 +121,8 @@ def parse_time_ms(text: str) -> int:
 
     >>> parse_time_ms("1764547200000"), parse_time_ms("2025-12-01T00:00:00Z"), parse_time_ms("2025-12-01 01:00+01:00")
     (1764547200000, 1764547200000, 1764547200000)
+    >>> parse_time_ms("2026-11-26T17:20:00.123000+00:00")
+    1795713600123
     """
     stripped = text.strip()
     if stripped.lstrip("-").isdigit():
@@ -129,7 +131,8 @@ def parse_time_ms(text: str) -> int:
         moment = datetime.fromisoformat(stripped)
     except ValueError:
         raise ValueError(f"{text!r} is neither an ISO 8601 date-time nor epoch milliseconds") from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    # round, not int: a float timestamp of .123 s times 1000 can come out at 122.99999
+    return round((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp() * 1000)
 
 
 def cmd_alerts_resolve(args: argparse.Namespace) -> int:

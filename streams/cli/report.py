@@ -2,7 +2,9 @@
 
 Read from the topics: alert episodes from ``alerts``, the crews' labels from
 ``alerts.feedback`` (the latest per alert wins), and each pump's observed
-exposure from ``pump.trends`` (its first and last trend hour). The numbers and
+exposure from ``pump.trends`` (its first and last trend hour), and the failures
+maintenance reported on ``maintenance.failures``, each judged DETECTED or MISSED
+against the episodes as the label stage judges it. The numbers and
 their definitions are ``vigil.models.feedback``'s: per model version
 (``edge/cloud``) and ISO week of the episodes opened within ``--since``, with a
 total per version. Unlabelled episodes are counted as unlabelled, never guessed.
@@ -19,7 +21,7 @@ from vigil.streams.cli.common import console, duration_s, out, print_json
 from vigil.streams.ops.performance import model_report, read_records
 from vigil.streams.runtime.codec import codec_from_settings
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, PUMP_TRENDS, SCHEMA_OF_TOPIC
+from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES, PUMP_TRENDS, SCHEMA_OF_TOPIC
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -30,13 +32,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     codec = codec_from_settings(settings.schema_registry)
     try:
-        read = {topic: read_records(settings, codec, topic) for topic in (ALERTS, ALERTS_FEEDBACK, PUMP_TRENDS)}
+        read = {topic: read_records(settings, codec, topic) for topic in (ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES, PUMP_TRENDS)}
     except (KafkaException, TimeoutError) as exc:
         raise RuntimeError(f"could not read the topics from the broker at {settings.bootstrap_servers} ({exc})") from None
     for topic, (_, skipped) in read.items():
         if skipped:
             console.print(f"[yellow]skipped {skipped} records of {settings.topic(topic)} that are not {SCHEMA_OF_TOPIC[topic]}[/yellow]")
-    report = model_report(read[ALERTS][0], read[ALERTS_FEEDBACK][0], read[PUMP_TRENDS][0], since_ms=since_ms, until_ms=until_ms)
+    report = model_report(read[ALERTS][0], read[ALERTS_FEEDBACK][0], read[PUMP_TRENDS][0], since_ms=since_ms, until_ms=until_ms,
+                          failures=read[MAINTENANCE_FAILURES][0])
     if args.json:
         print_json(report)
         return 0
@@ -69,6 +72,21 @@ def _print_report(report: dict[str, Any], since: str) -> None:
         out.print(table)
     out.print(f"{report['assets_observed']} pumps observed (pump.trends); false alarms per asset-year are a lower bound while "
               f"episodes are unlabelled. Feedback naming no alert read: {report['unmatched']}; invalid feedback: {report['invalid']}.")
+    _print_failures(report, since)
+
+
+def _print_failures(report: dict[str, Any], since: str) -> None:
+    failures = report["failures"]
+    if not failures:
+        out.print(f"no failures reported in the last {since} (`vigil failures report`)")
+        return
+    from vigil.streams.cli.failures import failures_table
+
+    missed = sum(f["verdict"] == "MISSED" for f in failures)
+    table = failures_table(failures, f"failures reported in the last {since}: {missed} missed of {len(failures)}",
+                           caption="detected: a pump alert episode opened within the lookback before the failure; model: the "
+                                   "earliest warning's versions, or, when missed, those serving when it failed (?/? unknown)")
+    out.print(table)
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -84,6 +102,7 @@ def register(sub: Any) -> None:
                                           "from alerts and the crews' feedback")
     a.add_argument("--since", default="7d", help="episodes opened within this long before now: 7d, 30d, 12h (default 7d)")
     a.add_argument("--json", action="store_true",
-                   help='{"since_ms", "until_ms", "rows", "totals", "unmatched", "invalid", "assets_observed"}')
+                   help='{"since_ms", "until_ms", "rows", "totals", "unmatched", "invalid", "assets_observed", "failures", '
+                        '"missed_failures"}')
     a.set_defaults(func=cmd_report)
 

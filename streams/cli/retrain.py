@@ -46,7 +46,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         try:
             with console.status("retraining") as status:
                 report = retrain_pumps(settings, since_ms=time_ms(args.since), until_ms=time_ms(args.until), judge_pack=args.judge,
-                                       bounds=bounds, who=args.who, progress=lambda step: status.update(step))
+                                       bounds=bounds, who=args.who, progress=lambda step: status.update(step),
+                                       offsets=offset_ranges(args.offsets) if args.offsets else None)
         except ValueError as exc:
             if not args.on_drift:
                 raise
@@ -57,6 +58,30 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             continue
         if every_s is None or stop is None or stop.wait(every_s):
             return 0
+
+
+def offset_ranges(text: str) -> dict[int, tuple[int, int]]:
+    """``0:100-500,1:0-400`` -> {0: (100, 500), 1: (0, 400)}: per partition of pump.features, first and last offset.
+
+    >>> offset_ranges("0:100-500, 1:0-400")
+    {0: (100, 500), 1: (0, 400)}
+    >>> offset_ranges("0:500-100")
+    Traceback (most recent call last):
+    ...
+    ValueError: --offsets 0:500-100: the first offset is after the last
+    """
+    ranges: dict[int, tuple[int, int]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        partition, sep, span = part.partition(":")
+        first, dash, last = span.partition("-")
+        if not (sep and dash and partition.isdigit() and first.isdigit() and last.isdigit()):
+            raise ValueError(f"--offsets {part}: say PARTITION:FIRST-LAST, e.g. 0:100-500")
+        if int(first) > int(last):
+            raise ValueError(f"--offsets {part}: the first offset is after the last")
+        ranges[int(partition)] = (int(first), int(last))
+    if not ranges:
+        raise ValueError("--offsets names no range")
+    return ranges
 
 
 def _print(report: dict[str, Any], args: argparse.Namespace) -> None:
@@ -77,6 +102,17 @@ def _print(report: dict[str, Any], args: argparse.Namespace) -> None:
             table.add_row(name, j["models"]["edge"], j["models"]["cloud"], f"{j['recall']:.3f}", str(j["false_alarms"]),
                           str(j["median_lead_hours"]))
         out.print(table)
+    if "stream_judgement" in report:
+        judged = report["stream_judgement"]
+        table = Table(title=f"judged on the stream: {judged['active']['failures']} reported failures, "
+                            f"{judged['active']['quiet_episodes']} episodes labelled nothing-found")
+        for column in ("pair", "edge", "cloud", "recall", "detected", "false alarms", "windows replayed"):
+            table.add_column(column)
+        for name in ("active", "candidate"):
+            j = judged[name]
+            table.add_row(name, j["models"]["edge"], j["models"]["cloud"], "-" if j["recall"] is None else f"{j['recall']:.3f}",
+                          str(j["detected"]), str(j["false_alarms"]), str(j["windows_replayed"]))
+        out.print(table)
     out.print(f"[bold]{report['decision']}[/bold]: {'; '.join(report['reasons'])} ({report['wall_s']} s)")
 
 
@@ -88,7 +124,10 @@ def register(sub: Any) -> None:
                                                 "subjects are held out for judging)")
     p.add_argument("--since", default=None, help="event time of the first window: a duration before now (7d) or an ISO date-time")
     p.add_argument("--until", default=None, help="event time after the last window, as --since")
-    p.add_argument("--judge", default=None, help="run-to-failure pack (.npz) of held-back failures to judge both pairs on")
+    p.add_argument("--offsets", default=None,
+                   help="train on these offsets of pump.features only: PARTITION:FIRST-LAST[,...] (other partitions left out)")
+    p.add_argument("--judge", default=None, help="run-to-failure pack (.npz) of held-back failures to judge both pairs on (the "
+                                                 "failures and nothing-found labels maintenance reported are judged on as well)")
     p.add_argument("--every", default=None, help="run again after this long (30m, 12h, 7d) until Ctrl-C")
     p.add_argument("--on-drift", nargs="?", const="fleet", choices=["fleet", "any"], default=None,
                    help="run each time a feature-drift finding opens on ops.drift (fleet findings; 'any': pumps' too), until Ctrl-C")

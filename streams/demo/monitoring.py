@@ -5,10 +5,16 @@ mid-week and flat-lined sensors on two others (``vigil.models.simulate.inject_ch
 Once the cascade has caught up, a crew labels every pump alert episode as
 maintenance would (fault found on the pumps developing a bearing fault, with
 the simulated failure time; nothing found elsewhere) through the same path as
-``vigil alerts resolve``. Then everything is read back from the topics:
-``ops.drift`` and ``ops.quality`` folded into findings (assets, features or
-checks named, opened and closed), how long after each injected change its
-first finding opened, and the realised performance per model version.
+``vigil alerts resolve``, and reports each pump's failure through the path of
+``vigil failures report``: the pumps that developed a fault, and a coupling
+failure a quarter into the run on a healthy pump that had not alerted by then,
+which the simulated vibration carries no sign of, so the report shows what a
+MISSED verdict looks like.
+Then everything is read back from the topics: ``ops.drift`` and
+``ops.quality`` folded into findings (assets, features or checks named,
+opened and closed), how long after each injected change its first finding
+opened, the realised performance per model version, and each failure's
+verdict from ``ops.failures``.
 """
 from __future__ import annotations
 
@@ -16,11 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from vigil.streams.ops.labels import feedback_record, send_feedback_records
+from vigil.models.feedback import current_verdicts
+from vigil.streams.ops.labels import failure_record, feedback_record, send_failure_reports, send_feedback_records
 from vigil.streams.ops.performance import read_records, report_from_topics
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import ALERTS_LABELLED, OPS_DRIFT, OPS_DRIFT_WINDOWS, OPS_QUALITY, OPS_QUALITY_WINDOWS
+from vigil.streams.runtime.topics import ALERTS_LABELLED, OPS_DRIFT, OPS_DRIFT_WINDOWS, OPS_FAILURES, OPS_QUALITY, OPS_QUALITY_WINDOWS
 
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 CREW = "demo-crew"
@@ -95,6 +102,7 @@ class DemoMonitoring:
     def __init__(self, settings: Settings, codec: AvroCodec, injected: Sequence[InjectedChange]) -> None:
         self.settings, self.codec, self.injected = settings, codec, list(injected)
         self.labels_sent = 0
+        self.failures_reported = 0
 
     def resolve_alerts(self, episodes: Iterable[Any], failures: Mapping[str, tuple[str | None, int | None]],
                        timeout_s: float = 60.0) -> int:
@@ -123,6 +131,38 @@ class DemoMonitoring:
                 time.sleep(1.0)
         return len(records) - len(wanted)
 
+    def unannounced_failure(self, assets: Sequence[Any], first_alert_ms: Mapping[str, int], start_ms: int,
+                            end_ms: int) -> tuple[str, int] | None:
+        """(asset, time) of the demo's unannounced failure: a quarter into the run, before the injected changes, on the first
+        pump with no fault and no alert opened before then, one without an injected change if there is one (None when
+        there is no such pump)."""
+        at_ms = start_ms + (end_ms - start_ms) // 4
+        changed = {c.asset_id for c in self.injected}
+        quiet = sorted((a.asset_id in changed, a.asset_id) for a in assets
+                       if not a.fault and first_alert_ms.get(a.asset_id, end_ms + 1) > at_ms)
+        return (quiet[0][1], at_ms) if quiet else None
+
+    def report_failures(self, failed: Sequence[tuple[str, str, int]], serving_version_at: Any, *, unannounced: tuple[str, int] | None,
+                        timeout_s: float = 60.0) -> int:
+        """Reports ``failed`` (asset, fault, failure time) and, when given, an ``unannounced`` (asset, time) coupling failure;
+        waits until ops.failures has a verdict on each. ``serving_version_at(asset, ms)``: the pair that served the pump then."""
+        now_ms = int(time.time() * 1000)
+        reports = [failure_record(asset, at_ms, f"{fault}_race", who=CREW, now_ms=now_ms, note="bearing failed",
+                                  model_version=serving_version_at(asset, at_ms)) for asset, fault, at_ms in failed]
+        if unannounced is not None:
+            asset, at_ms = unannounced
+            reports.append(failure_record(asset, at_ms, "coupling", who=CREW, now_ms=now_ms, model_version=serving_version_at(asset, at_ms),
+                                          note="coupling sheared; the simulated data carries no sign of it"))
+        if reports:
+            send_failure_reports(self.settings, self.codec, reports)
+        self.failures_reported = len(reports)
+        wanted, deadline = {r["failure_id"] for r in reports}, time.monotonic() + timeout_s
+        while wanted and time.monotonic() < deadline:
+            wanted -= {v["failure_id"] for v in read_records(self.settings, self.codec, OPS_FAILURES)[0]}
+            if wanted:
+                time.sleep(1.0)
+        return len(reports) - len(wanted)
+
     def wait_for_fleet_stages(self, scrape: Any, timeout_s: float = 60.0) -> bool:
         """Until the fleet stages have consumed every summary now on ``ops.*.windows`` (by their records-in counters)."""
         from vigil.streams.lifecycle.control import read_to_end
@@ -138,7 +178,8 @@ class DemoMonitoring:
         return False
 
     def summary(self, start_ms: int, end_ms: int) -> dict[str, Any]:
-        """The demo's ``drift_findings``, ``quality_findings``, ``injected``, ``time_to_finding`` and ``realised``."""
+        """The demo's ``drift_findings``, ``quality_findings``, ``injected``, ``time_to_finding``, ``realised``, ``failures`` (the
+        current verdict on each reported failure, from ops.failures) and ``missed_failures`` (per model version)."""
         drift = fold_findings(read_records(self.settings, self.codec, OPS_DRIFT)[0], named="features")
         quality = fold_findings(read_records(self.settings, self.codec, OPS_QUALITY)[0], named="check")
         report = report_from_topics(self.settings, self.codec, since_ms=start_ms, until_ms=end_ms + 1)
@@ -151,4 +192,9 @@ class DemoMonitoring:
             "realised": [{k: t[k] for k in ("model_version", "episodes", "labelled", "unlabelled", "fault_found", "nothing_found",
                                             "precision", "false_alarms", "false_alarms_per_asset_year", "detections",
                                             "median_lead_time_h")} for t in report["totals"]],
+            "failures_reported": self.failures_reported,
+            "failures": [{k: v[k] for k in ("failure_id", "asset_id", "failure_ts_ms", "fault", "verdict", "alert_ids", "lead_time_h",
+                                            "model_version", "revision")}
+                         for v in current_verdicts(read_records(self.settings, self.codec, OPS_FAILURES)[0])],
+            "missed_failures": report["missed_failures"],
         }

@@ -426,10 +426,18 @@ def run_demo(options: DemoOptions) -> int:
             lifecycle_summary = {}
         monitoring_summary: dict[str, Any] = {}
         if complete:
-            with console.status("the maintenance crew labels the alerts; reading the drift and quality findings ..."):
+            with console.status("the maintenance crew labels the alerts and reports failures; reading the findings ..."):
                 monitoring = DemoMonitoring(settings, codec, source.injected)
                 failures = {a.asset_id: (a.fault, a.failure_ts_ms) for a in source.assets if a.fault}
                 monitoring.resolve_alerts(watcher.episodes.values(), failures, timeout_s=max(30.0, deadline - time.monotonic()))
+                first_alert: dict[str, int] = {}
+                for e in watcher.episodes.values():
+                    first_alert[e.asset_id] = min(e.opened_ts_ms, first_alert.get(e.asset_id, e.opened_ts_ms))
+                monitoring.report_failures([(a, fault, at) for a, (fault, at) in failures.items() if at is not None],
+                                           watcher.serving_version_at,
+                                           unannounced=monitoring.unannounced_failure(source.assets, first_alert, source.start_ms,
+                                                                                      source.end_ms),
+                                           timeout_s=max(30.0, deadline - time.monotonic()))
                 monitoring.wait_for_fleet_stages(lambda: _scrape(web, monitoring_web), timeout_s=max(30.0, deadline - time.monotonic()))
                 monitoring_summary = {**monitoring.summary(source.start_ms, source.end_ms), "event_start_ms": source.start_ms}
         broker_cpu_s = _cpu_seconds_of(broker_pids) - broker_cpu_start if broker_pids else None
@@ -673,10 +681,15 @@ def monitoring_tables(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]
                  "false alarms per asset-year": "-" if r["false_alarms_per_asset_year"] is None else f"{r['false_alarms_per_asset_year']:.1f}",
                  "median lead (h)": "-" if r["median_lead_time_h"] is None else f"{r['median_lead_time_h']:.1f}"}
                 for r in summary["realised"]]
+    failures = [{"pump": f["asset_id"], "failed (day)": day(f["failure_ts_ms"]), "fault": f["fault"], "verdict": f["verdict"],
+                 "lead (h)": "-" if f["lead_time_h"] is None else f"{f['lead_time_h']:.1f}", "model (edge/cloud)": f["model_version"],
+                 "warning alerts": ", ".join(f["alert_ids"]) or "-"} for f in summary.get("failures", [])]
+    missed = sum(f["verdict"] == "MISSED" for f in summary.get("failures", []))
     return {"injected changes and the first finding naming each pump": injected,
             f"drift findings (ops.drift): {len(drift)}": drift,
             f"data-quality findings (ops.quality): {len(quality)}": quality,
-            "realised performance per model version (alerts labelled by the simulated crew)": realised}
+            "realised performance per model version (alerts labelled by the simulated crew)": realised,
+            f"failures the crew reported, judged on ops.failures: {missed} missed of {len(failures)}": failures}
 
 
 def fall_lines(f: dict[str, Any]) -> list[tuple[str, str]]:

@@ -50,6 +50,8 @@ class DemoWatcher:
     features_ms: dict[WindowKey, tuple[float, str, int]] = field(default_factory=dict)
     edge_ms: dict[WindowKey, float] = field(default_factory=dict)
     cloud_ms: dict[WindowKey, float] = field(default_factory=dict)
+    # Per pump, (event time, "edge/cloud") of each window the cloud stage passed: which pair served it when.
+    served_by: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     alert_written_ms: list[tuple[WindowKey, float]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     dead_letters: Counter = field(default_factory=Counter)
@@ -133,6 +135,12 @@ class DemoWatcher:
         self.counts["cloud_evaluated"] += int(r["evaluated"])
         self.counts["confirmed"] += int(r["confirmed"])
         self.cloud_ms[(r["asset_id"], r["stream"], r["seq"])] = written
+        self.served_by.setdefault(r["asset_id"], []).append((r["ts_ms"], f"{r['edge_model_version']}/{r['cloud_model_version']}"))
+
+    def serving_version_at(self, asset_id: str, at_ms: int) -> str | None:
+        """The edge/cloud pair of the pump's last window at or before ``at_ms`` (event time); None before its first."""
+        earlier = [(ts, version) for ts, version in self.served_by.get(asset_id, ()) if ts <= at_ms]
+        return max(earlier, key=lambda e: e[0])[1] if earlier else None
 
     def _alert(self, r: dict[str, Any], written: float) -> None:
         if not r["kind"].startswith("pump."):

@@ -6,16 +6,23 @@ held-out subjects with the same gate.
 
 Pumps:
 
-1. Read ``pump.features`` (whole topic, cut to an event-time range), ``alerts``
-   and ``pump.deadletter``; lineage (topic, partitions, offset ranges) goes
-   into the candidate's metadata.
+1. Read ``pump.features`` (whole topic, cut to an event-time range and, if
+   given, to offset ranges per partition), ``alerts`` and ``pump.deadletter``;
+   lineage (topic, partitions, offset ranges) goes into the candidate's
+   metadata.
 2. Keep healthy windows (``vigil.models.retraining.select_training_windows``):
    none inside an alert episode, no asset with too many dead letters, enough
    windows per stream; refuse to train otherwise.
 3. Train with the one training path (``fit_pump_models``), save both tiers.
-4. Judge both pairs on held-back failures (a run-to-failure pack) and apply
-   the gate: promote the pair in one transaction, or make it the shadow and
-   say why. Without a pack to judge on, the candidate goes to shadow.
+4. Judge both pairs on held-back failures and apply the gate to each
+   judgement: on a run-to-failure pack (``--judge``), and on what maintenance
+   said about the stream (``alerts.feedback`` labels and
+   ``maintenance.failures`` reports): both pairs replay the pumps' windows of
+   ``pump.features`` from their first, and are scored on the reported
+   failures (recall) and the episodes labelled nothing-found (false alarms).
+   Promote the pair in one transaction when every gate passes, or make it the
+   shadow and say why. With no failure to judge recall on (no pack, no
+   failure reported), the candidate goes to shadow.
 """
 from __future__ import annotations
 
@@ -25,35 +32,87 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from vigil.models.alerts import AlertPolicy
 from vigil.models.registry import CLOUD_TIER, EDGE_TIER, ModelRegistry
-from vigil.models.retraining import RetrainBounds, alert_spans, drift_spans, promotion_gate, select_training_windows
+from vigil.models.retraining import (
+    LabelledCases,
+    RetrainBounds,
+    alert_spans,
+    drift_spans,
+    judge_on_labelled,
+    labelled_cases,
+    promotion_gate,
+    select_training_windows,
+)
 from vigil.streams.lifecycle.control import ModelChanges, read_to_end
 from vigil.streams.pumps.cloud import tuned_thresholds
 from vigil.streams.pumps.training import PumpTrainingConfig, fit_pump_models, save_pump_models
 from vigil.streams.runtime.codec import AvroCodec, DecodeError
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import ALERTS, FALL_OUTCOMES, OPS_DRIFT, PUMP_DEADLETTER, PUMP_FEATURES, SCHEMA_OF_TOPIC
+from vigil.streams.runtime.topics import (
+    ALERTS,
+    ALERTS_FEEDBACK,
+    FALL_OUTCOMES,
+    MAINTENANCE_FAILURES,
+    OPS_DRIFT,
+    PUMP_DEADLETTER,
+    PUMP_FEATURES,
+    SCHEMA_OF_TOPIC,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def read_feature_windows(settings: Settings, since_ms: int | None, until_ms: int | None,
-                         codec: AvroCodec) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """pump.features windows with event time in [since, until), and their lineage."""
+def read_feature_windows(settings: Settings, since_ms: int | None, until_ms: int | None, codec: AvroCodec,
+                         offsets: Mapping[int, tuple[int, int]] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """pump.features windows with event time in [since, until) and, with ``offsets`` (partition -> first, last offset,
+    inclusive; other partitions left out), within those ranges; their lineage; and every window of the topic."""
     schema = SCHEMA_OF_TOPIC[PUMP_FEATURES]
-    windows, offsets = [], defaultdict(list)
+    windows, every, read = [], [], defaultdict(list)
     for record in read_to_end(settings, PUMP_FEATURES, timeout_s=300.0):
         window = codec.decode(record.value, schema)
-        if (since_ms is None or window["ts_ms"] >= since_ms) and (until_ms is None or window["ts_ms"] < until_ms):
+        every.append(window)
+        in_offsets = offsets is None or (record.partition in offsets and
+                                         offsets[record.partition][0] <= record.offset <= offsets[record.partition][1])
+        if in_offsets and (since_ms is None or window["ts_ms"] >= since_ms) and (until_ms is None or window["ts_ms"] < until_ms):
             windows.append(window)
-            offsets[record.partition].append(record.offset)
+            read[record.partition].append(record.offset)
     lineage = {"topic": settings.topic(PUMP_FEATURES), "since_ms": since_ms, "until_ms": until_ms,
-               "offsets": {str(p): [min(o), max(o)] for p, o in sorted(offsets.items())}, "windows": len(windows)}
-    return windows, lineage
+               "offsets": {str(p): [min(o), max(o)] for p, o in sorted(read.items())}, "windows": len(windows),
+               "offsets_requested": None if offsets is None else {str(p): list(r) for p, r in sorted(offsets.items())}}
+    return windows, lineage, every
+
+
+def _decoded(settings: Settings, codec: AvroCodec, topic: str) -> list[dict[str, Any]]:
+    """Every record of ``topic`` that decodes (the workers dead-letter the rest)."""
+    records = []
+    for record in read_to_end(settings, topic, timeout_s=120.0):
+        try:
+            records.append(codec.decode(record.value, SCHEMA_OF_TOPIC[topic]))
+        except DecodeError:
+            continue
+    return records
+
+
+def judge_on_stream(windows: list[dict[str, Any]], cases: LabelledCases, pair: dict[str, tuple[Any, str, dict[str, Any]]],
+                    settings: Settings) -> dict[str, Any]:
+    """Recall and false alarms of an (edge, cloud) pair on what maintenance said about the stream: the pair replays every
+    window of the pumps concerned from their first (the edge tier's commissioning baseline included), as the stages would."""
+    from vigil.streams.pumps.offline import OfflinePumpPipeline
+
+    (edge, edge_version, _), (cloud, cloud_version, cloud_meta) = pair[EDGE_TIER], pair[CLOUD_TIER]
+    pipeline = OfflinePumpPipeline(edge=(edge, edge_version), cloud=(cloud, cloud_version),
+                                   cloud_thresholds=tuned_thresholds(cloud, cloud_meta), policy=AlertPolicy(settings.alert_policy()))
+    assets = set(cases.assets)
+    mine = sorted((w for w in windows if w["asset_id"] in assets), key=lambda w: (w["ts_ms"], w["asset_id"], w["stream"]))
+    alerts: list[dict[str, Any]] = []
+    for start in range(0, len(mine), 256):
+        alerts += pipeline.feed_features(mine[start:start + 256]).alerts
+    return {**judge_on_labelled(alerts, cases), "windows_replayed": len(mine), "models": {"edge": edge_version, "cloud": cloud_version}}
 
 
 def _alerts_and_deadletters(settings: Settings, codec: AvroCodec) -> tuple[list[dict[str, Any]], Counter[str]]:
@@ -117,15 +176,17 @@ def serving_pair(changes: ModelChanges) -> dict[str, tuple[Any, str, dict[str, A
 
 def retrain_pumps(settings: Settings, *, since_ms: int | None = None, until_ms: int | None = None, judge_pack: str | Path | None = None,
                   bounds: RetrainBounds = RetrainBounds(), config: PumpTrainingConfig = PumpTrainingConfig(),
-                  who: str | None = None, progress: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
+                  who: str | None = None, progress: Callable[[str], None] = lambda step: None,
+                  offsets: Mapping[int, tuple[int, int]] | None = None) -> dict[str, Any]:
     """One retraining: returns the report (lineage, checks, judgement, decision). Raises ValueError when the
     stream does not hold enough healthy data to train on; nothing is saved then."""
     codec = AvroCodec()
     changes = ModelChanges(settings, ModelRegistry(settings.models_dir), codec)
     started = time.monotonic()
-    progress("reading pump.features, alerts, dead letters and drift findings")
-    windows, lineage = read_feature_windows(settings, since_ms, until_ms, codec)
+    progress("reading pump.features, alerts, dead letters, drift findings and maintenance's labels")
+    windows, lineage, every_window = read_feature_windows(settings, since_ms, until_ms, codec, offsets)
     alerts, letters = _alerts_and_deadletters(settings, codec)
+    cases = labelled_cases(alerts, _decoded(settings, codec, ALERTS_FEEDBACK), _decoded(settings, codec, MAINTENANCE_FAILURES))
     findings = [codec.decode(r.value, SCHEMA_OF_TOPIC[OPS_DRIFT]) for r in read_to_end(settings, OPS_DRIFT, timeout_s=120.0)]
     kept, checks, problems = select_training_windows(windows, alert_spans(alerts), letters, bounds, drifting=drift_spans(findings))
     if problems:
@@ -139,14 +200,26 @@ def retrain_pumps(settings: Settings, *, since_ms: int | None = None, until_ms: 
     report: dict[str, Any] = {"lineage": lineage, "checks": checks, "bounds": asdict(bounds),
                               "candidate": {EDGE_TIER: edge_version, CLOUD_TIER: cloud_version},
                               "active": {tier: v for tier, (_, v, _) in active.items()}}
-    if judge_pack is None:
-        promote, reasons = False, ["no held-back failures to judge on (--judge PACK): kept as shadow"]
-    else:
+    gates: list[tuple[bool, list[str]]] = []
+    if judge_pack is not None:
         progress(f"judging both pairs on {judge_pack}")
         report["judged_on"] = str(judge_pack)
         report["active_judgement"] = judge(judge_pack, active, settings)
         report["candidate_judgement"] = judge(judge_pack, candidate, settings)
-        promote, reasons = promotion_gate(report["active_judgement"], report["candidate_judgement"], bounds)
+        passed, why = promotion_gate(report["active_judgement"], report["candidate_judgement"], bounds)
+        gates.append((passed, [f"pack: {r}" for r in why]))
+    if cases.failures or cases.quiet:
+        progress(f"judging both pairs on {len(cases.failures)} reported failures and {len(cases.quiet)} nothing-found episodes")
+        report["stream_judgement"] = {"active": judge_on_stream(every_window, cases, active, settings),
+                                      "candidate": judge_on_stream(every_window, cases, candidate, settings)}
+        if cases.failures:
+            passed, why = promotion_gate(report["stream_judgement"]["active"], report["stream_judgement"]["candidate"], bounds)
+            gates.append((passed, [f"stream: {r}" for r in why]))
+    if gates:
+        promote, reasons = all(passed for passed, _ in gates), [r for _, why in gates for r in why]
+    else:
+        promote, reasons = False, [("no held-back failures to judge on (--judge PACK, or failures reported on "
+                                    f"{settings.topic(MAINTENANCE_FAILURES)}): kept as shadow")]
     alias = "active" if promote else "shadow"
     why = f"retrained on {len(kept)} windows of {lineage['topic']} ({'; '.join(reasons)})"
     progress(f"{'promoting' if promote else 'registering as shadow'}: {'; '.join(reasons)}")

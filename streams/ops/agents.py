@@ -5,10 +5,11 @@ from typing import Any
 
 from vigil.models.assets import AssetCatalog
 from vigil.models.drift import DriftThresholds
+from vigil.models.feedback import FAILURE_VERDICTS
 from vigil.models.quality import CHECKS as QUALITY_CHECKS
 from vigil.models.quality import QualityThresholds
 from vigil.streams.ops.drift import DriftAssetState, DriftStage
-from vigil.streams.ops.feedback import AlertFeedbackStage, AlertLabelState, label_changes
+from vigil.streams.ops.feedback import AlertFeedbackStage, AlertLabelState, label_changes, verdict_changes
 from vigil.streams.ops.fleet_drift import FleetDriftStage, FleetDriftState
 from vigil.streams.ops.fleet_quality import FleetQualityStage, FleetQualityState
 from vigil.streams.ops.quality import QualityAssetState, QualityStage
@@ -24,8 +25,10 @@ from vigil.streams.runtime.topics import (
     ALERTS_LABELLED,
     FALL_DEADLETTER,
     FLEET_KEY,
+    MAINTENANCE_FAILURES,
     OPS_DRIFT,
     OPS_DRIFT_WINDOWS,
+    OPS_FAILURES,
     OPS_QUALITY,
     OPS_QUALITY_WINDOWS,
     PUMP_DEADLETTER,
@@ -62,7 +65,7 @@ def register_ops_agents(app: Any, settings: Settings, codec: AvroCodec, wearable
         table=drift_table, decode_state=DriftAssetState.from_bytes, **common)
     register_stage_agent(
         app, name=f"{OPS_DRIFT}.fleet",
-        stage=FleetDriftStage(codec, references, thresholds=thresholds, **hysteresis),
+        stage=FleetDriftStage(codec, references, thresholds=thresholds, reference_s=settings.drift_reference_s, **hysteresis),
         source=consumed(OPS_DRIFT_WINDOWS), sink=findings, table=fleet_table, decode_state=FleetDriftState.from_bytes, **common)
     drift_state = TableState(drift_table, DriftAssetState.from_bytes)
     fleet_state = TableState(fleet_table, FleetDriftState.from_bytes)
@@ -85,11 +88,19 @@ def register_ops_agents(app: Any, settings: Settings, codec: AvroCodec, wearable
     def count_labels(messages: Any, result: Any) -> None:
         for model_version, outcome in label_changes(result):
             metrics.ALERT_FEEDBACK.labels(model_version, outcome).inc()
+        for _, verdict in verdict_changes(result):
+            metrics.FAILURE_VERDICTS.labels(verdict).inc()
 
+    for verdict in FAILURE_VERDICTS:
+        metrics.FAILURE_VERDICTS.labels(verdict)  # at 0, so that increase() sees the first missed failure
+
+    labelled = produced(ALERTS_LABELLED)
     register_stage_agent(
         app, name=ALERTS_LABELLED,
-        stage=AlertFeedbackStage(codec, alerts_topic=settings.topic(ALERTS), feedback_topic=settings.topic(ALERTS_FEEDBACK)),
-        source=consumed(ALERTS, ALERTS_FEEDBACK), sink=produced(ALERTS_LABELLED), table=table("ops-alert-labels-state"),
+        stage=AlertFeedbackStage(codec, alerts_topic=settings.topic(ALERTS), feedback_topic=settings.topic(ALERTS_FEEDBACK),
+                                 failures_topic=settings.topic(MAINTENANCE_FAILURES)),
+        source=consumed(ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES), sink=labelled,
+        sinks={ALERTS_LABELLED: labelled, OPS_FAILURES: produced(OPS_FAILURES)}, table=table("ops-alert-labels-state"),
         decode_state=AlertLabelState.from_bytes, on_written=count_labels, **common)
     quality_state = TableState(quality_table, QualityAssetState.from_bytes)
     fleet_quality_state = TableState(fleet_quality_table, FleetQualityState.from_bytes)

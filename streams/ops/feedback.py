@@ -1,4 +1,5 @@
-"""Stage alerts + alerts.feedback -> alerts.labelled: each pump alert episode joined with the crews' latest label.
+"""Stage alerts + alerts.feedback + maintenance.failures -> alerts.labelled, ops.failures: each pump alert episode joined
+with the crews' latest label, and each reported failure judged DETECTED or MISSED against the pump's episodes.
 
 Both inputs are keyed by asset id, so one pump's alerts and its feedback meet
 on one partition, and one worker. Per pump the state keeps its alert episodes
@@ -28,6 +29,19 @@ Feedback:
 - the same record twice (a re-send, a replay) counts once; of two that differ
   the later by ``ts_ms`` wins.
 
+Failures (``maintenance.failures``, FailureReport records):
+
+- invalid (``failure_problem``), or keyed by another asset than it names:
+  dead-lettered with the problem as the detail.
+- kept per pump by failure id (the latest by ``ts_ms`` wins; the same record
+  twice counts once) and judged with ``judge_failure`` when it arrives and
+  again after each of the pump's alert records, so an alert read late (a
+  partition behind the other) turns MISSED into DETECTED. A FailureVerdict
+  goes to ``ops.failures`` whenever what it says changes, with the next
+  revision; a replay changes nothing and publishes nothing.
+- a failure whose time is more than ``retention_days`` before the pump's
+  newest alert record is forgotten with the episodes of that age.
+
 State stays bounded: an episode whose newest alert record is more than
 ``retention_days`` (default 400: a year of labels, with room for a slow crew)
 older than its pump's newest alert record is forgotten, open or closed (an
@@ -45,17 +59,28 @@ import json
 import logging
 from typing import Any, Mapping, Sequence
 
-from vigil.models.feedback import MS_PER_HOUR, Episode, episodes_from_alerts, feedback_problem, iso_week, latest_feedback
+from vigil.models.feedback import (
+    DEFAULT_FAILURE_LOOKBACK_H,
+    MS_PER_HOUR,
+    Episode,
+    episodes_from_alerts,
+    failure_problem,
+    feedback_problem,
+    iso_week,
+    judge_failure,
+    latest_feedback,
+)
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.stage import RawMessage, StageResult
 from vigil.streams.runtime.state import pack_state, unpack_state
-from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, SCHEMA_OF_TOPIC
+from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES, OPS_FAILURES, SCHEMA_OF_TOPIC
 from vigil.streams.runtime.validation import Rejection, check_identity
 
 logger = logging.getLogger(__name__)
 
 ALERT_SCHEMA = SCHEMA_OF_TOPIC[ALERTS]
 FEEDBACK_SCHEMA = SCHEMA_OF_TOPIC[ALERTS_FEEDBACK]
+FAILURE_SCHEMA = SCHEMA_OF_TOPIC[MAINTENANCE_FAILURES]
 PUMP_ALERT_KIND = "pump."  # the fall topology shares the alerts topic
 DEFAULT_UNKNOWN_ALERT_GRACE_S = 300.0
 DEFAULT_RETENTION_DAYS = 400.0
@@ -64,6 +89,7 @@ MS_PER_DAY = 86_400_000
 # The dead-letter reasons of this stage (listed in validation.REASONS).
 INVALID_FEEDBACK = "invalid_feedback"
 UNKNOWN_ALERT = "unknown_alert"
+INVALID_FAILURE = "invalid_failure"
 
 
 def partition_key(partition: int) -> str:
@@ -133,6 +159,16 @@ def _unb64(text: str | None) -> bytes | None:
 
 
 @dataclasses.dataclass
+class ReportedFailure:
+    """One failure as the stage keeps it: the report that counts and what was last published about it."""
+
+    record: dict[str, Any]
+    revision: int = 0  # FailureVerdict records published so far
+    published: list[Any] | None = None  # [verdict, alert_ids, lead_time_h, model_version, failure_ts_ms, fault]
+    verdict_revisions: list[int] = dataclasses.field(default_factory=list)  # revisions that reached a new verdict
+
+
+@dataclasses.dataclass
 class AlertLabelState:
     """A pump's episodes and pending feedback; under ``partition_key(n)``, the partition's clock and pending index."""
 
@@ -142,10 +178,12 @@ class AlertLabelState:
     # Only in a partition's entry: its newest broker timestamp, and each pump's oldest pending feedback's.
     clock_ms: int | None = None
     waiting: dict[str, int] = dataclasses.field(default_factory=dict)
+    failures: dict[str, ReportedFailure] = dataclasses.field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return pack_state({
             "episodes": {i: dataclasses.asdict(e) for i, e in self.episodes.items()},
+            "failures": {i: dataclasses.asdict(f) for i, f in self.failures.items()},
             "pending": [p.to_json() for p in self.pending],
             "newest_alert_ms": self.newest_alert_ms,
             "clock_ms": self.clock_ms,
@@ -161,6 +199,8 @@ class AlertLabelState:
             newest_alert_ms=header["newest_alert_ms"],
             clock_ms=header["clock_ms"],
             waiting=header["waiting"],
+            # absent from state written before failures were judged
+            failures={i: ReportedFailure(**f) for i, f in header.get("failures", {}).items()},
         )
 
 
@@ -193,15 +233,20 @@ def _label_part(label: Mapping[str, Any] | None) -> list[Any]:
 
 
 class AlertFeedbackStage:
-    source_topics = (ALERTS, ALERTS_FEEDBACK)
+    source_topics = (ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES)
 
     def __init__(self, codec: AvroCodec, *, alerts_topic: str = ALERTS, feedback_topic: str = ALERTS_FEEDBACK,
-                 unknown_alert_grace_s: float = DEFAULT_UNKNOWN_ALERT_GRACE_S, retention_days: float = DEFAULT_RETENTION_DAYS) -> None:
+                 failures_topic: str = MAINTENANCE_FAILURES, unknown_alert_grace_s: float = DEFAULT_UNKNOWN_ALERT_GRACE_S,
+                 retention_days: float = DEFAULT_RETENTION_DAYS, failure_lookback_h: float = DEFAULT_FAILURE_LOOKBACK_H) -> None:
         if unknown_alert_grace_s < 0:
             raise ValueError(f"unknown_alert_grace_s must be >= 0, got {unknown_alert_grace_s}")
         if retention_days <= 0:
             raise ValueError(f"retention_days must be > 0, got {retention_days}")
+        if failure_lookback_h <= 0:
+            raise ValueError(f"failure_lookback_h must be > 0, got {failure_lookback_h}")
         self.codec = codec
+        self.failures_topic = failures_topic
+        self.failure_lookback_h = failure_lookback_h
         self.alerts_topic = alerts_topic
         self.feedback_topic = feedback_topic
         self.unknown_alert_grace_s = unknown_alert_grace_s
@@ -214,8 +259,10 @@ class AlertFeedbackStage:
                 self._alert(result, state, message)
             elif message.topic == self.feedback_topic:
                 self._feedback(result, state, message)
+            elif message.topic == self.failures_topic:
+                self._failure(result, state, message)
             else:
-                raise ValueError(f"{message.topic} is neither {self.alerts_topic} nor {self.feedback_topic}")
+                raise ValueError(f"{message.topic} is none of {self.alerts_topic}, {self.feedback_topic}, {self.failures_topic}")
             # Per record, not per batch: what goes out must not depend on where batches were cut.
             self._advance_clock(result, state, message)
         return result
@@ -253,6 +300,54 @@ class AlertFeedbackStage:
             self._index_pending(result, state, asset_id, asset, message.partition)
         self._publish(result, asset_id, alert_id, episode, record["ts_ms"])
         self._forget_old(asset)
+        for failure_id in sorted(asset.failures):
+            self._judge(result, asset_id, asset, failure_id, record["ts_ms"])
+
+    def _failure(self, result: StageResult[AlertLabelState], state: Mapping[str, AlertLabelState], message: RawMessage) -> None:
+        record = result.decode(self.codec, message, FAILURE_SCHEMA)
+        if record is None:
+            return
+        problem = failure_problem(record)
+        if problem is not None:
+            asset = record.get("asset_id")
+            result.reject(message, Rejection(INVALID_FAILURE, f"invalid failure report: {problem}", asset if isinstance(asset, str) and asset else None))
+            return
+        found = check_identity(record, message.key)
+        if found is not None:
+            result.reject(message, found)
+            return
+        asset_id, failure_id = record["asset_id"], record["failure_id"]
+        asset = self._entry(result, state, asset_id, message.partition)
+        known = asset.failures.get(failure_id)
+        if known is not None and (known.record == record or record["ts_ms"] < known.record["ts_ms"]):
+            result.duplicates += known.record == record
+            return  # the same report again, or one older than the report that counts
+        if known is None:
+            asset.failures[failure_id] = ReportedFailure(record)
+        else:
+            known.record = record
+        self._judge(result, asset_id, asset, failure_id, record["ts_ms"])
+
+    def _judge(self, result: StageResult[AlertLabelState], asset_id: str, asset: AlertLabelState, failure_id: str, event_ms: int) -> None:
+        """Publish the failure's verdict against the pump's episodes if it changed since the last one."""
+        failure = asset.failures[failure_id]
+        report = failure.record
+        records = [r for alert_id, e in asset.episodes.items() for r in e.alert_records(alert_id, asset_id)]
+        judged = judge_failure(asset_id, report["failure_ts_ms"], episodes_from_alerts(records).values(),
+                               lookback_h=self.failure_lookback_h, reported_version=report.get("model_version"))
+        signature = [judged.verdict, list(judged.alert_ids), judged.lead_time_h, judged.model_version,
+                     report["failure_ts_ms"], report["fault"]]
+        if signature == failure.published:
+            return
+        if failure.published is None or failure.published[0] != judged.verdict:
+            failure.verdict_revisions.append(failure.revision)
+        result.emit({"failure_id": failure_id, "asset_id": asset_id, "failure_ts_ms": report["failure_ts_ms"],
+                     "fault": report["fault"], "verdict": judged.verdict, "alert_ids": list(judged.alert_ids),
+                     "lead_time_h": judged.lead_time_h, "model_version": judged.model_version,
+                     "lookback_h": self.failure_lookback_h, "revision": failure.revision},
+                    float(event_ms), topic=OPS_FAILURES)
+        failure.revision += 1
+        failure.published = signature
 
     def _feedback(self, result: StageResult[AlertLabelState], state: Mapping[str, AlertLabelState], message: RawMessage) -> None:
         record = result.decode(self.codec, message, FEEDBACK_SCHEMA)
@@ -312,6 +407,7 @@ class AlertFeedbackStage:
         assert asset.newest_alert_ms is not None
         cutoff = asset.newest_alert_ms - self.retention_days * MS_PER_DAY
         asset.episodes = {i: e for i, e in asset.episodes.items() if e.newest_ts_ms() >= cutoff}
+        asset.failures = {i: f for i, f in asset.failures.items() if f.record["failure_ts_ms"] >= cutoff}
 
     def _index_pending(self, result: StageResult[AlertLabelState], state: Mapping[str, AlertLabelState], asset_id: str,
                        asset: AlertLabelState, partition: int) -> None:
@@ -355,10 +451,24 @@ def label_changes(result: StageResult[AlertLabelState]) -> list[tuple[str, str]]
     """
     changes = []
     for record in result.outputs:
-        if record.get("outcome") is None:
+        if record.get("outcome") is None:  # unlabelled, or a failure verdict
             continue
         asset = result.state_updates.get(record["asset_id"])
         episode = asset.episodes.get(record["alert_id"]) if asset is not None else None
         if episode is not None and record["revision"] in episode.label_revisions:
             changes.append((record["model_version"], record["outcome"]))
+    return changes
+
+
+def verdict_changes(result: StageResult[AlertLabelState]) -> list[tuple[str, str]]:
+    """(model_version, verdict) of each failure verdict a batch reached anew, for ``vigil_failure_verdicts_total``:
+    a first verdict, or one that changed (MISSED -> DETECTED after a late alert); not a re-published one."""
+    changes = []
+    for record, topic in zip(result.outputs, result.output_topics):
+        if topic != OPS_FAILURES:
+            continue
+        asset = result.state_updates.get(record["asset_id"])
+        failure = asset.failures.get(record["failure_id"]) if asset is not None else None
+        if failure is not None and record["revision"] in failure.verdict_revisions:
+            changes.append((record["model_version"], record["verdict"]))
     return changes

@@ -7,6 +7,15 @@ reference with the same rules and hysteresis as a pump's. A fleet window
 closes once summaries a whole window later have arrived (pumps close their
 windows at their own pace); a summary for a closed window is counted as late.
 The finding names the features and the pumps whose own windows drifted.
+
+Training has no cloud verdicts to speak of, so the fleet's cloud confirmation
+rate (confirmed / flagged windows the cloud tier scored) is judged against the
+fleet's own first ``reference_s`` (a day) of closed windows, per window length,
+feature set and edge version, once that period holds at least
+``DriftReferences.min_cloud_reference`` cloud verdicts: the binomial rule a
+pump's own rate is judged with. A rate that halves means the edge flags what
+the cloud no longer confirms (or the cloud model stopped confirming); one that
+rises by half, that the flagged windows look more like faults.
 """
 from __future__ import annotations
 
@@ -17,7 +26,7 @@ import numpy as np
 
 from vigil.models.drift import DriftThresholds
 from vigil.streams.ops.drift import advance_episode, finding_record
-from vigil.streams.ops.references import DriftReferences, judge_counts
+from vigil.streams.ops.references import DriftReferences, FeatureSetReference, judge_counts
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.stage import RawMessage, StageResult
 from vigil.streams.runtime.state import pack_state, unpack_state
@@ -54,6 +63,8 @@ class FleetDriftState:
     episodes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # feature set -> feature -> KL of the latest closed short window (the vigil_drift_kl gauge)
     last_kl: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    # window|feature set|edge version -> the fleet's own confirmation reference: start_ms, cloud_scored, cloud_confirmed
+    confirm_reference: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         fields = [[k, w.window, w.feature_set, w.model_version, w.start_ms, w.end_ms, w.features, w.windows, w.flagged,
@@ -62,7 +73,7 @@ class FleetDriftState:
         for i, w in enumerate(self.windows.values()):
             arrays[f"f{i}"], arrays[f"s{i}"] = w.feature_counts, w.score_counts
         return pack_state({"watermark_ms": self.watermark_ms, "late": self.late, "windows": fields, "episodes": self.episodes,
-                           "last_kl": self.last_kl}, arrays)
+                           "last_kl": self.last_kl, "confirm_reference": self.confirm_reference}, arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "FleetDriftState":
@@ -72,14 +83,17 @@ class FleetDriftState:
                 predicted) in enumerate(header["windows"]):
             windows[key] = FleetWindow(label, fs, version, start, end, features, arrays[f"f{i}"], arrays[f"s{i}"], n, flagged,
                                        scored, confirmed, assets, drifted, predicted)
-        return cls(header["watermark_ms"], header["late"], windows, header["episodes"], header["last_kl"])
+        # confirm_reference is absent from state written before the fleet's confirmation rate was judged
+        return cls(header["watermark_ms"], header["late"], windows, header["episodes"], header["last_kl"],
+                   header.get("confirm_reference", {}))
 
 
 class FleetDriftStage:
     def __init__(self, codec: AvroCodec, references: DriftReferences, *, thresholds: DriftThresholds = DriftThresholds(),
-                 open_after: int = 2, close_after: int = 3, short_window: str = "1h") -> None:
+                 open_after: int = 2, close_after: int = 3, short_window: str = "1h", reference_s: float = 86400.0) -> None:
         self.codec, self.references, self.thresholds = codec, references, thresholds
         self.open_after, self.close_after, self.short_window = open_after, close_after, short_window
+        self.reference_ms = int(reference_s * 1000)  # 0: the fleet's confirmation rate is not judged
 
     def process(self, messages: Sequence[RawMessage], state: Mapping[str, FleetDriftState]) -> StageResult[FleetDriftState]:
         result: StageResult[FleetDriftState] = StageResult()
@@ -136,7 +150,7 @@ class FleetDriftStage:
         for window in due:
             del fleet.windows[f"{window.window}|{window.feature_set}|{window.model_version}|{window.start_ms}"]
             verdicts = judge_counts(window.features, window.feature_counts, window.score_counts, window.windows, window.flagged,
-                                    self.references.get(window.model_version, window.feature_set), self.thresholds)
+                                    self._reference(fleet, window), self.thresholds, cloud=(window.cloud_scored, window.cloud_confirmed))
             if window.window == self.short_window:
                 fleet.last_kl[window.feature_set] = {f.feature: round(float(f.kl), 6) for f in verdicts["feature"][0]}
             for kind, (judged, unreferenced) in verdicts.items():
@@ -153,3 +167,20 @@ class FleetDriftStage:
                     model_version=window.model_version, window=window.window, state=change, opened_ts_ms=opened_ms,
                     start_ms=window.start_ms, end_ms=window.end_ms, assets=assets, features=named, unreferenced=unreferenced),
                     float(window.end_ms))
+
+    def _reference(self, fleet: FleetDriftState, window: FleetWindow) -> FeatureSetReference | None:
+        """The version's training reference, with the fleet's own confirmation rate once its reference period is over and
+        the window starts after it; a window within the period adds its cloud verdicts to it."""
+        training = self.references.get(window.model_version, window.feature_set)
+        if self.reference_ms <= 0:
+            return training
+        key = f"{window.window}|{window.feature_set}|{window.model_version}"
+        own = fleet.confirm_reference.setdefault(key, {"start_ms": window.start_ms, "cloud_scored": 0, "cloud_confirmed": 0})
+        if window.end_ms <= own["start_ms"] + self.reference_ms:
+            own["cloud_scored"] += window.cloud_scored
+            own["cloud_confirmed"] += window.cloud_confirmed
+            return training
+        if training is None or window.start_ms < own["start_ms"] + self.reference_ms or \
+                own["cloud_scored"] < self.references.min_cloud_reference:
+            return training
+        return dataclasses.replace(training, confirm_rate=(own["cloud_confirmed"] + 1) / (own["cloud_scored"] + 2))

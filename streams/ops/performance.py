@@ -1,4 +1,4 @@
-"""Realised performance read back from the topics: alert episodes, the crews' labels and each pump's exposure.
+"""Realised performance read back from the topics: alert episodes, the crews' labels, reported failures and each pump's exposure.
 
 The numbers and their definitions are ``vigil.models.feedback``'s; `vigil report models` and the demo show them.
 """
@@ -10,14 +10,16 @@ from typing import Any
 from vigil.models.feedback import (
     RealisedPerformance,
     episodes_from_alerts,
+    failure_problem,
     feedback_problem,
+    judge_failure,
     latest_feedback,
     realised_performance,
     totals,
 )
 from vigil.streams.runtime.codec import AvroCodec, DecodeError
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, PUMP_TRENDS, SCHEMA_OF_TOPIC
+from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES, PUMP_TRENDS, SCHEMA_OF_TOPIC
 
 READ_TIMEOUT_S = 120.0
 
@@ -50,10 +52,27 @@ def exposure_from_trends(trends: list[dict[str, Any]], since_ms: int, until_ms: 
     return {asset: span for asset, span in sorted(clipped.items()) if span[1] > span[0]}
 
 
+def judged_failures(reports: list[dict[str, Any]], episodes: Any, *, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
+    """Each failure reported within [since_ms, until_ms) (the latest report per failure id; invalid ones left out) judged
+    against every episode read, as the label stage judges it; in failure-time order."""
+    latest: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        if failure_problem(report) is None and report["ts_ms"] >= latest.get(report["failure_id"], {"ts_ms": -1})["ts_ms"]:
+            latest[report["failure_id"]] = report
+    out = []
+    for report in sorted(latest.values(), key=lambda r: (r["failure_ts_ms"], r["failure_id"])):
+        if since_ms <= report["failure_ts_ms"] < until_ms:
+            judged = judge_failure(report["asset_id"], report["failure_ts_ms"], episodes, reported_version=report.get("model_version"))
+            out.append({"failure_id": report["failure_id"], "asset_id": report["asset_id"], "failure_ts_ms": report["failure_ts_ms"],
+                        "fault": report["fault"], **dataclasses.asdict(judged), "alert_ids": list(judged.alert_ids)})
+    return out
+
+
 def model_report(alerts: list[dict[str, Any]], feedback: list[dict[str, Any]], trends: list[dict[str, Any]], *,
-                 since_ms: int, until_ms: int) -> dict[str, Any]:
-    """The report from the topics' records: rows per (model version, ISO week), totals per version, and counts of
-    feedback records that name no pump alert read ("unmatched", a wrong asset included) or are invalid.
+                 since_ms: int, until_ms: int, failures: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report from the topics' records: rows per (model version, ISO week), totals per version, counts of
+    feedback records that name no pump alert read ("unmatched", a wrong asset included) or are invalid, and the
+    failures reported in the range, each DETECTED or MISSED, with the missed ones counted per model version.
 
     >>> alert = {"alert_id": "a1", "asset_id": "p1", "kind": "pump.anomaly", "state": "OPEN", "ts_ms": 10, "opened_ts_ms": 10,
     ...          "severity": "HIGH", "model_versions": {"edge": "e1", "cloud": "c1"}}
@@ -70,6 +89,11 @@ def model_report(alerts: list[dict[str, Any]], feedback: list[dict[str, Any]], t
     labels = {i: label for i, label in latest_feedback(matched).items() if i in episodes}
     exposure = exposure_from_trends(trends, since_ms, until_ms)
     report = realised_performance(episodes, labels, exposure=exposure)
+    judged = judged_failures(failures or [], every_episode.values(), since_ms=since_ms, until_ms=until_ms)
+    missed: dict[str, int] = {}
+    for failure in judged:
+        if failure["verdict"] == "MISSED":
+            missed[failure["model_version"]] = missed.get(failure["model_version"], 0) + 1
     return {
         "since_ms": since_ms,
         "until_ms": until_ms,
@@ -78,6 +102,8 @@ def model_report(alerts: list[dict[str, Any]], feedback: list[dict[str, Any]], t
         "unmatched": len(valid) - len(matched),
         "invalid": len(feedback) - len(valid),
         "assets_observed": len(exposure),
+        "failures": judged,
+        "missed_failures": missed,
     }
 
 
@@ -88,8 +114,11 @@ def _json(row: RealisedPerformance) -> dict[str, Any]:
 
 
 def report_from_topics(settings: Settings, codec: AvroCodec, *, since_ms: int, until_ms: int) -> dict[str, Any]:
-    """``model_report`` over what ``alerts``, ``alerts.feedback`` and ``pump.trends`` hold now, with the undecodable records counted."""
+    """``model_report`` over what ``alerts``, ``alerts.feedback``, ``maintenance.failures`` and ``pump.trends`` hold now, with the
+    undecodable records counted."""
     alerts, bad_alerts = read_records(settings, codec, ALERTS)
     feedback, bad_feedback = read_records(settings, codec, ALERTS_FEEDBACK)
+    failures, bad_failures = read_records(settings, codec, MAINTENANCE_FAILURES)
     trends, _ = read_records(settings, codec, PUMP_TRENDS)
-    return {**model_report(alerts, feedback, trends, since_ms=since_ms, until_ms=until_ms), "undecodable": bad_alerts + bad_feedback}
+    return {**model_report(alerts, feedback, trends, since_ms=since_ms, until_ms=until_ms, failures=failures),
+            "undecodable": bad_alerts + bad_feedback + bad_failures}

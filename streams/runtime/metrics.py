@@ -60,6 +60,10 @@ QUALITY_BAD_DEVICE_SHARE = Gauge("vigil_quality_bad_device_share", "Share of dev
 QUALITY_BAD_READING_SHARE = Gauge("vigil_quality_bad_reading_share", "Share of readings judged bad, latest fleet window", ["topology"])
 ALERT_FEEDBACK = Counter("vigil_alert_feedback_total", "Alert episodes labelled by maintenance (latest label per alert)",
                          ["model_version", "outcome"])
+# No model_version label: a missed failure's version is only known when it is reported, and a child created by its first
+# inc() hides that increment from increase(); the stage creates both verdicts' children at 0. ops.failures names versions.
+FAILURE_VERDICTS = Counter("vigil_failure_verdicts_total",
+                           "Reported failures judged (and judged again when the verdict changed), by the verdict reached", ["verdict"])
 INFERENCE_SECONDS = Histogram("vigil_inference_seconds", "Time a tier's model takes on one batch", ["tier"],
                               buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 CONSUMER_LAG = Gauge("vigil_consumer_lag", "Records between a partition's end and this worker's position", ["topic", "partition"])

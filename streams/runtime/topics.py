@@ -47,6 +47,8 @@ OPS_QUALITY = "ops.quality"
 OPS_QUALITY_WINDOWS = "ops.quality.windows"
 ALERTS_FEEDBACK = "alerts.feedback"
 ALERTS_LABELLED = "alerts.labelled"
+MAINTENANCE_FAILURES = "maintenance.failures"
+OPS_FAILURES = "ops.failures"
 # Fleet summaries and fleet findings are keyed by this one key, so one worker's fleet stage sees every asset's windows.
 FLEET_KEY = "fleet"
 
@@ -107,6 +109,8 @@ MONITORING_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(OPS_QUALITY, "vigil.ops.QualityFinding", "data-quality episodes per device and check, and for the fleet: open, update, close"),
     TopicSpec(ALERTS_FEEDBACK, "vigil.common.AlertFeedback", "what maintenance found for each alert (`vigil alerts resolve`), keyed by asset"),
     TopicSpec(ALERTS_LABELLED, "vigil.ops.LabelledEpisode", "alert episodes joined with their latest label; unlabelled ones say so"),
+    TopicSpec(MAINTENANCE_FAILURES, "vigil.ops.FailureReport", "failures maintenance found (`vigil failures report`), alerted or not, keyed by asset"),
+    TopicSpec(OPS_FAILURES, "vigil.ops.FailureVerdict", "each reported failure judged DETECTED or MISSED against its asset's alert episodes"),
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = PUMP_TOPICS + FALL_TOPICS + LIFECYCLE_TOPICS + MONITORING_TOPICS

@@ -35,6 +35,7 @@ REASONS = (
     "processing_error",  # the stage raised on this record (a bug to fix; the record is kept for replay)
     "invalid_feedback",  # an alerts.feedback record vigil.models.feedback.feedback_problem refuses
     "unknown_alert",  # feedback naming an alert id its asset never raised, after the grace
+    "invalid_failure",  # a maintenance.failures record vigil.models.feedback.failure_problem refuses
     *CONTROL_REASONS,
 )
 

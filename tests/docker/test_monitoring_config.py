@@ -48,6 +48,7 @@ MONITORING_ISSUE_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "vigil_quality_bad_reading_share": ("gauge", ("topology",)),
     "vigil_quality_findings_open": ("gauge", ("check", "scope")),
     "vigil_alert_feedback_total": ("counter", ("model_version", "outcome")),
+    "vigil_failure_verdicts_total": ("counter", ("verdict",)),
 }
 
 # prometheus_client's default ProcessCollector (Linux only; the workers run on Linux) and the series Prometheus
@@ -73,6 +74,7 @@ THRESHOLDS: dict[str, tuple[str, set[str], str]] = {
     # this week's false-positive share > 1.5 x the previous week's (a rise of more than 50 %), given 20 feedback records
     "VigilFalsePositiveShareRising": (r"\) > 1\.5 \* \(.*\) and sum by \(model_version\) \(.*\) >= 20$",
                                       {"vigil_alert_feedback_total"}, "50 %"),
+    "VigilMissedFailure": (r"\) > 0$", {"vigil_failure_verdicts_total"}, "any missed failure"),
     "VigilDeadLetterShareHigh": (r"\) > 0\.01$", {"vigil_deadletters_total", "vigil_records_in_total"}, "1 %"),
     "VigilWorkerCPUHigh": (r"\) > 0\.9$", {"process_cpu_seconds_total"}, "0.9 core"),
     "VigilWorkerDown": (r"\} == 0$", {"up"}, "up == 0"),

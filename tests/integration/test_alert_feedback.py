@@ -119,3 +119,74 @@ def test_resolve_sends_labels_to_the_alerts_partition_and_the_report_counts_them
     table = vigil("report", "models", "--since", "30d", env={**env, "COLUMNS": "160"})
     assert table.returncode == 0, table.stderr
     assert "e1/c1" in table.stdout and week in table.stdout and "50%" in table.stdout and "Feedback naming no alert read: 1" in table.stdout
+
+
+def model_change(tier: str, version: str, previous: str, at_ms: int) -> dict:
+    return {"topology": "pumps", "tier": tier, "alias": "active", "action": "promote", "version": version,
+            "previous_version": previous, "sha256": "0" * 64, "share": 1.0, "epoch": 1, "who": "crew-3", "why": "test", "at_ms": at_ms}
+
+
+def test_reported_failures_are_judged_by_a_monitoring_worker_and_missed_ones_counted(broker_settings, start_worker, tmp_path):
+    from dataclasses import replace
+
+    from tests.integration.test_pump_cascade import wait_for
+    from vigil.streams.runtime.topics import MODELS_AUDIT
+
+    # A monitoring worker needs no model: it judges failures against the alerts it reads.
+    settings, codec = replace(broker_settings, worker_role="monitoring", models_dir=tmp_path / "no-models"), AvroCodec()
+    env = settings.to_env()
+    ensure_topics(settings)
+    worker = start_worker(settings)
+    t0 = (int(time.time()) - 10 * 86_400) * 1000  # whole seconds: the CLI takes ISO times
+    producer = RecordProducer(settings, codec)
+    producer.send_record(ALERTS, "pump-1", alert("a1", "pump-1", "OPEN", t0, t0))
+    producer.flush()
+
+    def report(asset: str, at_ms: int, *extra: str):
+        return vigil("failures", "report", asset, "--at", iso(at_ms), "--fault", "outer_race", "--who", "crew-3", *extra, "--json", env=env)
+
+    detected = report("pump-1", t0 + 50 * HOUR_MS, "--model-version", "e1/c1")
+    assert detected.returncode == 0, detected.stderr
+    assert json.loads(detected.stdout)["failure_id"] == f"pump-1/{t0 + 50 * HOUR_MS}"
+    unknown = report("pump-2", t0 + 10 * HOUR_MS)  # no audit, no registry: nobody can say which models served
+    assert unknown.returncode == 0 and json.loads(unknown.stdout)["model_version"] is None
+    assert "a missed failure is charged to ?/?" in unknown.stderr
+    for tier, version, previous in (("edge", "e9", "e8"), ("cloud", "c9", "c8")):
+        producer.send_record(MODELS_AUDIT, f"pumps|{tier}|active", model_change(tier, version, previous, t0 - DAY_MS))
+    producer.flush()
+    audited = report("pump-3", t0 + 20 * HOUR_MS)
+    assert json.loads(audited.stdout)["model_version"] == "e9/c9"  # what models.audit had active then
+    assert json.loads(report("pump-3", t0 - 2 * DAY_MS, "--id", "wo-17").stdout)["model_version"] == "e8/c8"  # before the change
+    refused = vigil("failures", "report", "pump-1", "--at", "yesterday", "--fault", "x", env=env)
+    assert refused.returncode == 2 and "--at 'yesterday' is neither" in refused.stderr and "nothing sent" in refused.stderr
+
+    def verdicts() -> dict[str, dict]:
+        listed = vigil("failures", "list", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        return {v["failure_id"]: v for v in json.loads(listed.stdout)}
+
+    wait_for(lambda: len(verdicts()) == 4, 120, "four verdicts on ops.failures", worker)
+    got = verdicts()
+    assert {v["asset_id"]: (v["verdict"], v["model_version"]) for v in got.values() if v["failure_id"] != "wo-17"} == {
+        "pump-1": ("DETECTED", "e1/c1"), "pump-2": ("MISSED", "?/?"), "pump-3": ("MISSED", "e9/c9")}
+    assert got[f"pump-1/{t0 + 50 * HOUR_MS}"]["lead_time_h"] == 50.0 and got[f"pump-1/{t0 + 50 * HOUR_MS}"]["alert_ids"] == ["a1"]
+
+    # The alert that warned of pump-2's failure is read late: the verdict turns DETECTED, a revision later.
+    producer.send_record(ALERTS, "pump-2", alert("a2", "pump-2", "OPEN", t0 + 4 * HOUR_MS, t0 + 4 * HOUR_MS))
+    producer.flush()
+    pump2 = f"pump-2/{t0 + 10 * HOUR_MS}"
+    wait_for(lambda: verdicts()[pump2]["verdict"] == "DETECTED", 60, "pump-2 judged again", worker)
+    assert {k: verdicts()[pump2][k] for k in ("revision", "alert_ids", "lead_time_h", "model_version")} == {
+        "revision": 1, "alert_ids": ["a2"], "lead_time_h": 6.0, "model_version": "e1/c1"}
+    samples = worker.metrics()
+    assert samples['vigil_failure_verdicts_total{verdict="MISSED"}'] == 3  # pump-2 once, pump-3 twice
+    assert samples['vigil_failure_verdicts_total{verdict="DETECTED"}'] == 2  # pump-1, then pump-2
+
+    # The report judges the same from the topics: the missed failures per serving pair.
+    table = vigil("report", "models", "--since", "30d", "--json", env=env)
+    assert table.returncode == 0, table.stderr
+    got_report = json.loads(table.stdout)
+    assert got_report["missed_failures"] == {"e9/c9": 1, "e8/c8": 1}
+    assert [f["verdict"] for f in got_report["failures"]] == ["MISSED", "DETECTED", "MISSED", "DETECTED"]
+    people = vigil("report", "models", "--since", "30d", env={**env, "COLUMNS": "200"})
+    assert "failures reported in the last 30d: 2 missed of 4" in people.stdout and "wo-17" in people.stdout

@@ -161,6 +161,17 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     realised = summary["realised"]
     assert sum(r["episodes"] for r in realised) == funnel["alerts"] == sum(r["labelled"] for r in realised)
     assert sum(r["fault_found"] for r in realised) >= 1 and all(r["unlabelled"] == 0 for r in realised)
+    # The crew reported the faulty pump's failure (its alert warned of it) and a coupling failure on a quiet pump, which no
+    # alert warned of: ops.failures judged them DETECTED and MISSED, and the missed one is charged to the serving pair.
+    verdicts = {f["asset_id"]: f for f in summary["failures"]}
+    assert summary["failures_reported"] == len(verdicts) == 2
+    detected = verdicts[summary["faulty"][0]]
+    assert detected["verdict"] == "DETECTED" and detected["lead_time_h"] == pytest.approx(summary["lead_hours"][summary["faulty"][0]], abs=0.01)
+    (quiet,) = set(verdicts) - set(summary["faulty"])
+    assert verdicts[quiet]["verdict"] == "MISSED" and verdicts[quiet]["alert_ids"] == [] and verdicts[quiet]["fault"] == "coupling"
+    assert verdicts[quiet]["failure_ts_ms"] == summary["event_start_ms"] + 3 * 86_400_000 // 4  # a quarter into the 3 days
+    assert all(a["opened_day"] > 0.75 for a in summary["alerts"] if a["asset_id"] == quiet)  # no alert before it
+    assert summary["missed_failures"] == {verdicts[quiet]["model_version"]: 1} and "?" not in verdicts[quiet]["model_version"]
 
     report = tmp_path / "vigil-report"
     assert summary["report"] == str(Path("vigil-report") / "index.html")
@@ -170,6 +181,7 @@ def test_a_short_demo_completes_and_writes_the_report_with_its_plots(tmp_path):
     assert page.count("<svg") == len(plots) and summary["faulty"][0] in page
     assert "Model change during the run" in page and retrain["candidate"]["edge"] in page
     assert "Monitoring: drift, data quality and realised performance" in page
+    assert "failures the crew reported, judged on ops.failures: 1 missed of 2" in page
 
 
 @pytest.mark.broker

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -180,3 +181,46 @@ def test_retraining_on_drift_waits_for_a_fleet_feature_finding_and_ignores_the_o
     waiter.join(timeout=60)
     stop.set()
     assert [f["finding_id"] for f in found] == ["f"]
+
+
+def test_retrain_judges_both_pairs_on_what_maintenance_reported_and_trains_on_the_offsets_asked(stream):
+    from vigil.streams.lifecycle.control import read_to_end
+    from vigil.streams.runtime.codec import AvroCodec
+    from vigil.streams.runtime.topics import ALERTS_FEEDBACK, MAINTENANCE_FAILURES
+
+    settings, windows, pumps, _ = stream
+    codec = AvroCodec()
+    producer = RecordProducer(settings, codec)
+    # The crew found nothing behind pump 0's alert, and pump 1 failed after its last window with no alert before it.
+    now = int(time.time() * 1000)
+    producer.send_record(ALERTS_FEEDBACK, pumps[0], {"alert_id": "a1", "asset_id": pumps[0], "outcome": "nothing-found", "fault": None,
+                                                     "note": None, "resolved_ts_ms": now, "failure_ts_ms": None, "who": "crew-3", "ts_ms": now})
+    failed_at = max(w["ts_ms"] for w in windows if w["asset_id"] == pumps[1])
+    producer.send_record(MAINTENANCE_FAILURES, pumps[1], {"failure_id": "wo-1", "asset_id": pumps[1], "failure_ts_ms": failed_at,
+                                                          "fault": "seal_leak", "note": None, "model_version": None, "who": "crew-3",
+                                                          "ts_ms": now})
+    producer.flush()
+    on_partition = Counter(r.partition for r in read_to_end(settings, PUMP_FEATURES))
+    left_out = max(on_partition)  # train without the last partition's windows
+    asked = {p: (0, n - 1) for p, n in on_partition.items() if p != left_out}
+    report = retrain_pumps(settings, bounds=RetrainBounds(min_assets=1), config=QUICK, offsets=asked)
+
+    assert report["checks"]["windows_read"] == len(windows) - on_partition[left_out]
+    assert report["lineage"]["offsets"] == {str(p): [first, last] for p, (first, last) in sorted(asked.items())}
+    assert report["lineage"]["offsets_requested"] == {str(p): [first, last] for p, (first, last) in sorted(asked.items())}
+    judged = report["stream_judgement"]
+    replayed = sum(w["asset_id"] in pumps[:2] for w in windows)  # both pumps' windows from their first, every partition
+    for name, versions in (("active", report["active"]), ("candidate", report["candidate"])):
+        assert {k: judged[name][k] for k in ("failures", "quiet_episodes", "windows_replayed")} == {
+            "failures": 1, "quiet_episodes": 1, "windows_replayed": replayed}
+        assert judged[name]["models"] == {"edge": versions["edge"], "cloud": versions["cloud"]}
+        assert judged[name]["recall"] == judged[name]["detected"] / 1 and 0 <= judged[name]["false_alarms"] <= 1
+    passes = (judged["active"]["recall"] - judged["candidate"]["recall"] <= 0.05 + 1e-12
+              and judged["candidate"]["false_alarms"] <= 1.5 * judged["active"]["false_alarms"])
+    assert report["decision"] == ("promoted" if passes else "shadow")
+    assert all(reason.startswith("stream: ") for reason in report["reasons"]) and len(report["reasons"]) == 2
+
+
+def test_offsets_that_are_not_ranges_are_refused():
+    out = vigil("retrain", "pumps", "--offsets", "0:9-3", env={"VIGIL_BROKER": "kafka://127.0.0.1:9"})
+    assert out.returncode == 2 and "--offsets 0:9-3: the first offset is after the last" in out.stderr

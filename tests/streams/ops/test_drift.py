@@ -230,3 +230,35 @@ def test_a_replayed_summary_is_not_summed_twice(run, fleet_run):
     fleet_run.feed(summaries[:1] + summaries[:1], "vigil.ops.DriftWindow")
     [window] = fleet_run.state["fleet"].windows.values()
     assert window.windows == 360 and window.assets == ["pump-1"]
+
+
+def with_cloud_verdicts(summaries: list[dict[str, Any]], rate_of_hour: Any, scored_per_window: int = 20) -> list[dict[str, Any]]:
+    """The summaries with ``scored_per_window`` cloud verdicts each, ``rate_of_hour(hour since T0)`` of them confirmed."""
+    return [{**s, "cloud_scored": scored_per_window,
+             "cloud_confirmed": round(scored_per_window * rate_of_hour((s["start_ms"] - T0) // HOUR_MS))} for s in summaries]
+
+
+def fleet_confirmation_findings(run, codec, references, rate_of_hour: Any, hours: float = 14.2) -> tuple[list[dict[str, Any]], Any]:
+    # Batches of 300 keep the pumps' summaries in step, so the fleet stage counts none of them late.
+    summaries = run().feed(interleaved(*(scored_windows(f"pump-{i}", hours, seed=300 + i) for i in range(3))),
+                           "vigil.pumps.CloudScore", batch=300).on(OPS_DRIFT_WINDOWS)
+    fleet = Run(FleetDriftStage(codec, references, reference_s=6 * 3600.0), codec, FleetDriftState.from_bytes, OPS_DRIFT_WINDOWS)
+    done = fleet.feed(with_cloud_verdicts(summaries, rate_of_hour), "vigil.ops.DriftWindow", batch=5)
+    return [f for f in done.on(None) if f["kind"] == "prediction"], done.state["fleet"]
+
+
+def test_the_fleets_confirmation_rate_is_judged_against_its_own_first_hours(run, codec, references):
+    # Three pumps, 60 cloud verdicts an hour: 20 % confirmed over the six reference hours, then 60 % from hour 8.
+    findings, _ = fleet_confirmation_findings(run, codec, references, lambda h: 0.6 if h >= 8 else 0.2)
+    [opened] = findings
+    assert (opened["scope"], opened["state"], opened["window"]) == ("fleet", "OPEN", "1h")
+    assert [f["feature"] for f in opened["features"]] == ["cloud_confirmation_rate"]
+    assert opened["opened_ts_ms"] == T0 + 10 * HOUR_MS  # hours 8 and 9 drifted: open after the second
+    assert "cloud_confirmation_rate" not in opened["unreferenced"]
+
+
+def test_a_steady_fleet_confirmation_rate_raises_nothing(run, codec, references):
+    findings, fleet = fleet_confirmation_findings(run, codec, references, lambda h: 0.2)
+    assert findings == [] and fleet.late == 0
+    # judged all the same: six reference hours of three pumps' 20 verdicts, a fifth confirmed
+    assert fleet.confirm_reference["1h|vibration.v1|edge-1"] == {"start_ms": T0, "cloud_scored": 360, "cloud_confirmed": 72}

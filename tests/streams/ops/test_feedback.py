@@ -6,15 +6,17 @@ from typing import Any, Iterable
 import pytest
 
 from vigil.streams.ops.feedback import (
+    INVALID_FAILURE,
     INVALID_FEEDBACK,
     UNKNOWN_ALERT,
     AlertFeedbackStage,
     AlertLabelState,
     label_changes,
     partition_key,
+    verdict_changes,
 )
 from vigil.streams.runtime.stage import RawMessage
-from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, SCHEMA_OF_TOPIC
+from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES, OPS_FAILURES, SCHEMA_OF_TOPIC
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -44,7 +46,7 @@ class Run:
         self.codec = codec
         self.stage = AlertFeedbackStage(codec, **options)
         self.state: dict[str, AlertLabelState] = {}
-        self.offsets = {ALERTS: 0, ALERTS_FEEDBACK: 0}
+        self.offsets = {ALERTS: 0, ALERTS_FEEDBACK: 0, MAINTENANCE_FAILURES: 0}
         self.broker_ms = BROKER_T0
 
     def message(self, topic: str, record: dict[str, Any], *, key: str | None = None, partition: int = 0,
@@ -61,6 +63,9 @@ class Run:
 
     def feedback(self, *records: dict[str, Any], **where: Any) -> list[RawMessage]:
         return [self.message(ALERTS_FEEDBACK, r, **where) for r in records]
+
+    def failures(self, *records: dict[str, Any], **where: Any) -> list[RawMessage]:
+        return [self.message(MAINTENANCE_FAILURES, r, **where) for r in records]
 
     def batch(self, messages: Iterable[RawMessage]):
         result = self.stage.process(list(messages), self.state)
@@ -245,3 +250,68 @@ def test_options_are_checked(codec):
         AlertFeedbackStage(codec, unknown_alert_grace_s=-1)
     with pytest.raises(ValueError, match="retention_days"):
         AlertFeedbackStage(codec, retention_days=0)
+
+
+def failure(at_ms: int, *, asset: str = "pump-1", fault: str = "outer_race", ts_ms: int | None = None, **override: Any) -> dict[str, Any]:
+    return {"failure_id": f"{asset}/{at_ms}", "asset_id": asset, "failure_ts_ms": at_ms, "fault": fault, "note": None,
+            "model_version": "e0/c0", "who": "crew-3", "ts_ms": at_ms + DAY_MS if ts_ms is None else ts_ms, **override}
+
+
+def verdicts(result) -> list[tuple]:
+    return [(o["failure_id"], o["revision"], o["verdict"], o["alert_ids"], o["lead_time_h"], o["model_version"])
+            for o, topic in zip(result.outputs, result.output_topics) if topic == OPS_FAILURES]
+
+
+def test_a_failure_with_a_warning_episode_in_the_lookback_is_detected_with_its_lead_time(codec):
+    run = Run(codec)
+    run.batch(run.alerts(alert("a0", "OPEN", T0 - 40 * DAY_MS, opened=T0 - 40 * DAY_MS),  # before the 30-day lookback
+                         alert("a1", "OPEN", T0, opened=T0), alert("a2", "OPEN", T0 + 3 * DAY_MS, opened=T0 + 3 * DAY_MS)))
+    result = run.batch(run.failures(failure(T0 + 2 * DAY_MS)))  # a2 opened after the failure: no warning of it
+    assert verdicts(result) == [(f"pump-1/{T0 + 2 * DAY_MS}", 0, "DETECTED", ["a1"], 48.0, "e1/c1")]
+    assert verdict_changes(result) == [("e1/c1", "DETECTED")]
+
+
+def test_a_failure_without_an_alert_is_missed_and_judged_again_when_a_late_alert_arrives(codec):
+    # The failures partition can be read ahead of the alerts one: the verdict follows what has been read.
+    run = Run(codec)
+    missed = run.batch(run.failures(failure(T0 + 2 * DAY_MS)))
+    assert verdicts(missed) == [(f"pump-1/{T0 + 2 * DAY_MS}", 0, "MISSED", [], None, "e0/c0")]  # charged to the reported version
+    assert verdict_changes(missed) == [("e0/c0", "MISSED")]
+    late = run.batch(run.alerts(alert("a1", "OPEN", T0, opened=T0)))
+    assert verdicts(late) == [(f"pump-1/{T0 + 2 * DAY_MS}", 1, "DETECTED", ["a1"], 48.0, "e1/c1")]
+    assert verdict_changes(late) == [("e1/c1", "DETECTED")]
+    # The episode closing changes no verdict; a replay of everything publishes nothing.
+    assert verdicts(run.batch(run.alerts(alert("a1", "CLOSE", T0 + DAY_MS, opened=T0)))) == []
+    replay = run.batch(run.failures(failure(T0 + 2 * DAY_MS)) + run.alerts(alert("a1", "OPEN", T0, opened=T0)))
+    assert replay.outputs == [] and replay.duplicates == 1
+
+
+def test_a_corrected_report_is_judged_again_and_an_older_one_changes_nothing(codec):
+    run = Run(codec)
+    run.batch(run.alerts(alert("a1", "OPEN", T0, opened=T0)))
+    first = failure(T0 + 2 * DAY_MS, failure_id="job-17")
+    assert [v[2] for v in verdicts(run.batch(run.failures(first)))] == ["DETECTED"]
+    # The crew corrects the date: 40 days later, beyond the lookback of a1.
+    corrected = {**first, "failure_ts_ms": T0 + 40 * DAY_MS, "ts_ms": first["ts_ms"] + HOUR_MS}
+    again = run.batch(run.failures(corrected))
+    assert verdicts(again) == [("job-17", 1, "MISSED", [], None, "e0/c0")]
+    assert verdicts(run.batch(run.failures({**first, "ts_ms": first["ts_ms"] - HOUR_MS}))) == []  # older than the one that counts
+
+
+def test_invalid_or_misrouted_failure_reports_are_dead_lettered_with_the_reason(codec):
+    run = Run(codec)
+    result = run.batch(run.failures(failure(T0, fault="")) + run.failures(failure(T0, asset="pump-2"), key="pump-9"))
+    assert [d["reason"] for d in result.dead_letters] == [INVALID_FAILURE, "key_mismatch"]
+    assert "no fault named" in result.dead_letters[0]["detail"]
+    assert result.outputs == [] and not any(s.failures for s in run.state.values())
+
+
+def test_failures_survive_the_state_bytes_and_a_lookback_is_configurable(codec):
+    run = Run(codec, failure_lookback_h=24.0)
+    run.batch(run.alerts(alert("a1", "OPEN", T0, opened=T0)))
+    result = run.batch(run.failures(failure(T0 + 2 * DAY_MS)))  # 48 h after the alert: beyond a 24 h lookback
+    assert [(v[2], o["lookback_h"]) for v, o in zip(verdicts(result), result.outputs)] == [("MISSED", 24.0)]
+    stored = AlertLabelState.from_bytes(run.state["pump-1"].to_bytes())
+    assert stored.failures[f"pump-1/{T0 + 2 * DAY_MS}"].published[0] == "MISSED"
+    with pytest.raises(ValueError, match="failure_lookback_h must be > 0"):
+        AlertFeedbackStage(codec, failure_lookback_h=0)

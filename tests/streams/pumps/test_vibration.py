@@ -55,9 +55,10 @@ def test_every_reason_code_dead_letters_with_the_original_bytes(stage, chunk, as
 
 def test_the_reason_codes_cover_the_contract():
     # The rest belong to other stages: the edge stage, any stage that raises, the fall topology
-    # (tests/streams/falls), models.control (tests/streams/lifecycle) and alerts.feedback (tests/streams/ops).
+    # (tests/streams/falls), models.control (tests/streams/lifecycle), alerts.feedback and maintenance.failures
+    # (tests/streams/ops).
     assert set(MALFORMED_VIBRATION) | {"unsupported_feature_set", "processing_error", "unsupported_rate", "unknown_request",
-                                       "invalid_feedback", "unknown_alert"} \
+                                       "invalid_feedback", "unknown_alert", "invalid_failure"} \
         | set(CONTROL_REASONS) == set(REASONS)
 
 
