@@ -202,6 +202,7 @@ class FallDemo:
             producer = RecordProducer(self.settings, self.codec)
             stats = publish_wearers(producer, self.wearers, fs_hz=self.fs_hz, rate_per_s=rate,
                                     should_stop=lambda: should_stop() or self._stop.is_set(), on_sent=self.watcher.record_sent)
+            producer.close()
             self.spans = stats.pop("spans")
             self.stats = stats
 

@@ -399,7 +399,7 @@ def run_demo(options: DemoOptions) -> int:
                 duplicate_fraction=options.duplicate_fraction, seed=options.seed, on_step=show, on_sent=watcher.record_sent,
                 should_stop=lambda: time.monotonic() > deadline or workers_exited(),
             )
-            del producer  # flushed; its connections would outlive the broker and complain
+            producer.close()  # flushed; its connections would outlive the broker and complain
             expected = stats["vibration"] + stats["process"]
             malformed = sum(stats["malformed"].values())
             progress.update(cascade, total=expected)
@@ -679,7 +679,8 @@ def monitoring_tables(summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]
                  "fault found": r["fault_found"], "nothing found": r["nothing_found"],
                  "precision": "-" if r["precision"] is None else f"{r['precision']:.2f}",
                  "false alarms per asset-year": "-" if r["false_alarms_per_asset_year"] is None else f"{r['false_alarms_per_asset_year']:.1f}",
-                 "median lead (h)": "-" if r["median_lead_time_h"] is None else f"{r['median_lead_time_h']:.1f}"}
+                 "median lead (h)": "-" if r["median_lead_time_h"] is None else f"{r['median_lead_time_h']:.1f}",
+                 "missed failures": summary.get("missed_failures", {}).get(r["model_version"], 0)}
                 for r in summary["realised"]]
     failures = [{"pump": f["asset_id"], "failed (day)": day(f["failure_ts_ms"]), "fault": f["fault"], "verdict": f["verdict"],
                  "lead (h)": "-" if f["lead_time_h"] is None else f"{f['lead_time_h']:.1f}", "model (edge/cloud)": f["model_version"],

@@ -149,6 +149,11 @@ class RecordProducer:
         """Encode ``value`` with the schema ``topic`` carries and publish it (``topic`` without the prefix)."""
         self.send_raw(topic, key.encode(), self.codec.encode(self.settings.topic(topic), SCHEMA_OF_TOPIC[topic], value))
 
+    def close(self) -> None:
+        """Let go of the librdkafka producer now: its error callback refers back to this object, so without this it lives
+        until the garbage collector runs and keeps reconnecting ("Connection refused") to a broker already stopped."""
+        self.producer = None
+
     def flush(self, timeout_s: float = 120.0) -> None:
         """Wait until every record is acknowledged (recreating the producer after a fatal error); raises
         DeliveryFailed, with how many were delivered and how many not, if some never are."""

@@ -88,6 +88,7 @@ class Responder:
                 producer.flush()
                 if on_answer is not None:
                     on_answer(answer)
+        producer.close()
 
     def offer(self, request: dict[str, Any]) -> None:
         """A request seen on fall.confirm_request: decide the answer, and when to send it."""
