@@ -10,9 +10,10 @@ from rich.table import Table
 from vigil.streams.cli.common import console, duration_s, out, print_json, stop_event, time_ms
 from vigil.streams.runtime.settings import Settings
 
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from vigil.models.retraining import RetrainBounds
-    from vigil.streams.lifecycle.retrain import retrain_falls, retrain_pumps, wait_for_drift
+    from vigil.streams.lifecycle.retrain import retrain_falls, retrain_pumps, wait_for_trigger
 
     settings = Settings.from_env()
     if args.topology == "falls":
@@ -33,28 +34,36 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     bounds = replace(RetrainBounds(), **{k: v for k, v in {"min_windows_per_asset": args.min_windows, "min_assets": args.min_assets}.items()
                                            if v is not None})
     every_s = duration_s(args.every) if args.every else None
-    stop = stop_event() if every_s or args.on_drift else None
+    following = bool(args.on_drift or args.on_missed_failure)
+    stop = stop_event() if every_s or following else None
     while True:
-        if args.on_drift:
-            scopes = ("fleet", "asset") if args.on_drift == "any" else ("fleet",)
-            with console.status(f"waiting for a {' or '.join(scopes)} feature-drift finding on ops.drift ..."):
-                finding = wait_for_drift(settings, stop.is_set, scopes=scopes)
-            if finding is None:
+        if following:
+            scopes = None if not args.on_drift else ("fleet", "asset") if args.on_drift == "any" else ("fleet",)
+            waiting_for = ([f"a {' or '.join(scopes)} feature-drift finding on ops.drift"] if scopes else []) + \
+                          (["a missed failure on ops.failures"] if args.on_missed_failure else [])
+            with console.status(f"waiting for {' or '.join(waiting_for)} ..."):
+                trigger = wait_for_trigger(settings, stop.is_set, drift_scopes=scopes, missed_failures=args.on_missed_failure)
+            if trigger is None:
                 return 0
-            console.print(f"drift finding {finding['finding_id']} opened: "
-                          f"{', '.join(f['feature'] for f in finding['features'])}; retraining")
+            kind, record = trigger
+            if kind == "drift":
+                console.print(f"drift finding {record['finding_id']} opened: "
+                              f"{', '.join(f['feature'] for f in record['features'])}; retraining")
+            else:
+                console.print(f"failure {record['failure_id']} of {record['asset_id']} ({record['fault']}) was missed by "
+                              f"{record['model_version']}; retraining at once")
         try:
             with console.status("retraining") as status:
                 report = retrain_pumps(settings, since_ms=time_ms(args.since), until_ms=time_ms(args.until), judge_pack=args.judge,
                                        bounds=bounds, who=args.who, progress=lambda step: status.update(step),
                                        offsets=offset_ranges(args.offsets) if args.offsets else None)
         except ValueError as exc:
-            if not args.on_drift:
+            if not following:
                 raise
             console.print(f"[yellow]{exc}; waiting for the next finding[/yellow]")  # a follower outlives one refusal
             continue
         _print(report, args)
-        if args.on_drift:
+        if following:
             continue
         if every_s is None or stop is None or stop.wait(every_s):
             return 0
@@ -131,6 +140,8 @@ def register(sub: Any) -> None:
     p.add_argument("--every", default=None, help="run again after this long (30m, 12h, 7d) until Ctrl-C")
     p.add_argument("--on-drift", nargs="?", const="fleet", choices=["fleet", "any"], default=None,
                    help="run each time a feature-drift finding opens on ops.drift (fleet findings; 'any': pumps' too), until Ctrl-C")
+    p.add_argument("--on-missed-failure", action="store_true",
+                   help="run each time ops.failures judges a reported failure MISSED (with --on-drift: on either), until Ctrl-C")
     p.add_argument("--min-windows", type=int, default=None, help="healthy windows per stream needed (default 60)")
     p.add_argument("--min-assets", type=int, default=None, help="assets needed (default 3)")
     p.add_argument("--who", default=None)

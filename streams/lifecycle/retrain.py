@@ -59,6 +59,7 @@ from vigil.streams.runtime.topics import (
     FALL_OUTCOMES,
     MAINTENANCE_FAILURES,
     OPS_DRIFT,
+    OPS_FAILURES,
     PUMP_DEADLETTER,
     PUMP_FEATURES,
     SCHEMA_OF_TOPIC,
@@ -125,27 +126,47 @@ def _alerts_and_deadletters(settings: Settings, codec: AvroCodec) -> tuple[list[
 def wait_for_drift(settings: Settings, should_stop: Callable[[], bool], *, scopes: tuple[str, ...] = ("fleet",),
                    codec: AvroCodec | None = None) -> dict[str, Any] | None:
     """The next feature-drift finding that opens on ``ops.drift`` (from now on) in one of ``scopes``; None once
-    ``should_stop()``. Its own consumer, every partition assigned at the end: no group, nothing committed."""
+    ``should_stop()``."""
+    found = wait_for_trigger(settings, should_stop, drift_scopes=scopes, codec=codec)
+    return found[1] if found is not None else None
+
+
+def wait_for_trigger(settings: Settings, should_stop: Callable[[], bool], *, drift_scopes: tuple[str, ...] | None = ("fleet",),
+                     missed_failures: bool = False, codec: AvroCodec | None = None) -> tuple[str, dict[str, Any]] | None:
+    """("drift", finding) for the next feature-drift finding that opens on ``ops.drift`` in one of ``drift_scopes``, or
+    ("missed_failure", verdict) for the next MISSED verdict on ``ops.failures`` (the brief's "any missed failure: retrain
+    at once"), whichever comes first from now on; None once ``should_stop()``. Its own consumer, every partition
+    assigned at the end: no group, nothing committed."""
     from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
     codec = codec or AvroCodec()
-    name = settings.topic(OPS_DRIFT)
-    consumer = Consumer(settings.reader_config(f"{settings.group_id}.retrain-on-drift-{uuid.uuid4().hex[:8]}"))
+    followed = {settings.topic(topic): topic for topic, wanted in ((OPS_DRIFT, drift_scopes is not None), (OPS_FAILURES, missed_failures))
+                if wanted}
+    if not followed:
+        raise ValueError("follow drift findings, missed failures or both")
+    consumer = Consumer(settings.reader_config(f"{settings.group_id}.retrain-trigger-{uuid.uuid4().hex[:8]}"))
     try:
-        metadata = consumer.list_topics(name, timeout=30.0).topics.get(name)
-        if metadata is None or metadata.error is not None:
-            raise RuntimeError(f"no topic {name} to follow: start a worker (or run `vigil topics`) first")
-        consumer.assign([TopicPartition(name, p, OFFSET_END) for p in metadata.partitions])
+        assigned = []
+        for name in followed:
+            metadata = consumer.list_topics(name, timeout=30.0).topics.get(name)
+            if metadata is None or metadata.error is not None:
+                raise RuntimeError(f"no topic {name} to follow: start a worker (or run `vigil topics`) first")
+            assigned += [TopicPartition(name, p, OFFSET_END) for p in metadata.partitions]
+        consumer.assign(assigned)
         while not should_stop():
             for msg in consumer.consume(100, timeout=0.5):
                 if msg.error() is not None:
                     continue
+                topic = followed[msg.topic()]
                 try:
-                    finding = codec.decode(msg.value(), SCHEMA_OF_TOPIC[OPS_DRIFT])
+                    record = codec.decode(msg.value(), SCHEMA_OF_TOPIC[topic])
                 except DecodeError:
                     continue
-                if finding["state"] == "OPEN" and finding["kind"] == "feature" and finding["scope"] in scopes:
-                    return finding
+                if topic == OPS_FAILURES and record["verdict"] == "MISSED":
+                    return "missed_failure", record
+                if topic == OPS_DRIFT and record["state"] == "OPEN" and record["kind"] == "feature" \
+                        and record["scope"] in (drift_scopes or ()):
+                    return "drift", record
         return None
     finally:
         consumer.close()

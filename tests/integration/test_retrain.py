@@ -183,6 +183,30 @@ def test_retraining_on_drift_waits_for_a_fleet_feature_finding_and_ignores_the_o
     assert [f["finding_id"] for f in found] == ["f"]
 
 
+def test_retraining_on_a_missed_failure_waits_for_a_missed_verdict_and_ignores_detected_ones(broker_settings, codec):
+    import threading
+
+    from vigil.streams.lifecycle.retrain import wait_for_trigger
+    from vigil.streams.runtime.topics import OPS_FAILURES
+
+    ensure_topics(broker_settings)
+    stop, found = threading.Event(), []
+    waiter = threading.Thread(target=lambda: found.append(wait_for_trigger(broker_settings, stop.is_set, drift_scopes=None,
+                                                                           missed_failures=True, codec=codec)), daemon=True)
+    waiter.start()
+    time.sleep(3.0)  # from the end of ops.failures on
+    base = {"asset_id": "pump-1", "failure_ts_ms": 7_200_000, "fault": "seal_leak", "alert_ids": [], "lead_time_h": None,
+            "model_version": "e1/c1", "lookback_h": 720.0, "revision": 0}
+    producer = RecordProducer(broker_settings, codec)
+    for verdict in ({**base, "failure_id": "seen", "verdict": "DETECTED", "alert_ids": ["a1"], "lead_time_h": 2.0},
+                    {**base, "failure_id": "missed", "verdict": "MISSED"}):
+        producer.send_record(OPS_FAILURES, "pump-1", verdict)
+    producer.flush()
+    waiter.join(timeout=60)
+    stop.set()
+    assert [(kind, v["failure_id"]) for kind, v in found] == [("missed_failure", "missed")]
+
+
 def test_retrain_judges_both_pairs_on_what_maintenance_reported_and_trains_on_the_offsets_asked(stream):
     from vigil.streams.lifecycle.control import read_to_end
     from vigil.streams.runtime.codec import AvroCodec
