@@ -57,7 +57,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from vigil.models.feedback import (
     DEFAULT_FAILURE_LOOKBACK_H,
@@ -304,17 +304,8 @@ class AlertFeedbackStage:
             self._judge(result, asset_id, asset, failure_id, record["ts_ms"])
 
     def _failure(self, result: StageResult[AlertLabelState], state: Mapping[str, AlertLabelState], message: RawMessage) -> None:
-        record = result.decode(self.codec, message, FAILURE_SCHEMA)
+        record = self._checked(result, message, FAILURE_SCHEMA, failure_problem, INVALID_FAILURE, "invalid failure report")
         if record is None:
-            return
-        problem = failure_problem(record)
-        if problem is not None:
-            asset = record.get("asset_id")
-            result.reject(message, Rejection(INVALID_FAILURE, f"invalid failure report: {problem}", asset if isinstance(asset, str) and asset else None))
-            return
-        found = check_identity(record, message.key)
-        if found is not None:
-            result.reject(message, found)
             return
         asset_id, failure_id = record["asset_id"], record["failure_id"]
         asset = self._entry(result, state, asset_id, message.partition)
@@ -349,18 +340,27 @@ class AlertFeedbackStage:
         failure.revision += 1
         failure.published = signature
 
-    def _feedback(self, result: StageResult[AlertLabelState], state: Mapping[str, AlertLabelState], message: RawMessage) -> None:
-        record = result.decode(self.codec, message, FEEDBACK_SCHEMA)
+    def _checked(self, result: StageResult[AlertLabelState], message: RawMessage, schema: str,
+                 problem_of: Callable[[Mapping[str, Any]], str | None], reason: str, what: str) -> dict[str, Any] | None:
+        """The decoded record, or None after dead-lettering it: undecodable, refused by ``problem_of``, or keyed by
+        another asset than it names (it would never meet that asset's alerts)."""
+        record = result.decode(self.codec, message, schema)
         if record is None:
-            return
-        problem = feedback_problem(record)
+            return None
+        problem = problem_of(record)
         if problem is not None:
             asset = record.get("asset_id")
-            result.reject(message, Rejection(INVALID_FEEDBACK, f"invalid feedback: {problem}", asset if isinstance(asset, str) and asset else None))
-            return
-        found = check_identity(record, message.key)  # keyed by another asset, it would never meet its alert
+            result.reject(message, Rejection(reason, f"{what}: {problem}", asset if isinstance(asset, str) and asset else None))
+            return None
+        found = check_identity(record, message.key)
         if found is not None:
             result.reject(message, found)
+            return None
+        return record
+
+    def _feedback(self, result: StageResult[AlertLabelState], state: Mapping[str, AlertLabelState], message: RawMessage) -> None:
+        record = self._checked(result, message, FEEDBACK_SCHEMA, feedback_problem, INVALID_FEEDBACK, "invalid feedback")
+        if record is None:
             return
         asset_id, alert_id = record["asset_id"], record["alert_id"]
         asset = self._entry(result, state, asset_id, message.partition)
