@@ -7,7 +7,7 @@ hands the verdicts over.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Sequence
 
@@ -84,3 +84,27 @@ def flag_rates_by_version(verdicts: Iterable[Verdict]) -> dict[str, Any]:
         out[version] = {"windows": windows, "assets": len(assets), "flag_rate": round(flagged / windows, 4),
                         "flag_rate_per_asset": {a: round(f / n, 4) for a, (n, f) in sorted(assets.items())}}
     return out
+
+
+def over_candidates(candidates: Iterable[tuple[str, Hashable]], served: Sequence[Verdict],
+                    shadow: Sequence[Verdict]) -> tuple[list[Verdict], list[Verdict]]:
+    """Both models' verdicts on every candidate, where each topic holds only the windows its model fired on (the fall
+    topology): a candidate missing from a model's topic is one it let pass (not flagged, score unknown), named by the
+    version that model served most.
+
+    >>> fired = lambda key, v: Verdict("w1", key, v, 0.9, True)
+    >>> a, b = over_candidates([("w1", ("w1", s)) for s in range(4)], [fired(("w1", 0), "v1"), fired(("w1", 1), "v1")],
+    ...                        [fired(("w1", 1), "v2"), fired(("w1", 2), "v2")])
+    >>> [(v.window[1], v.flagged, v.version) for v in a], [(v.window[1], v.flagged) for v in b]
+    ([(0, True, 'v1'), (1, True, 'v1'), (2, False, 'v1'), (3, False, 'v1')], [(0, False), (1, True), (2, True), (3, False)])
+    >>> compare_verdicts(a, b)["flag_agreement"]
+    0.5
+    """
+    def completed(verdicts: Sequence[Verdict]) -> list[Verdict]:
+        by_window = {v.window: v for v in verdicts}
+        versions = Counter(v.version for v in verdicts)
+        version = versions.most_common(1)[0][0] if versions else "?"
+        return [by_window.get(window) or Verdict(asset, window, version, None, False) for asset, window in keys]
+
+    keys = list(dict.fromkeys(candidates))
+    return completed(served), completed(shadow)

@@ -3,7 +3,10 @@
 The served topic (``pump.scores.edge``, ``pump.scores.cloud``, ``fall.suspected``)
 carries the active model's verdicts and, for the assets in its share, the
 canary's; the shadow topic carries the shadow's verdicts on the same windows.
-Both are read from the beginning and cut to an event-time range.
+Both are read from the beginning and cut to an event-time range. The fall
+topics hold only the candidates a model fired on, so for ``falls`` every
+candidate on ``fall.candidates`` within the span of the shadow's records is
+compared, a missing verdict counting as not fired.
 """
 from __future__ import annotations
 
@@ -12,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from vigil.models.alerts import AlertAssetState, AlertPolicy, scored_window
-from vigil.models.comparison import Verdict, compare_verdicts, flag_rates_by_version
+from vigil.models.comparison import Verdict, compare_verdicts, flag_rates_by_version, over_candidates
 from vigil.models.lifecycle import control_key, current_changes
 from vigil.streams.lifecycle.control import read_changes, read_to_end
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.settings import Settings
 from vigil.streams.runtime.topics import (
+    FALL_CANDIDATES,
     FALL_SUSPECTED,
     FALL_SUSPECTED_SHADOW,
     MODELS_CONTROL,
@@ -89,6 +93,13 @@ def compare_tier(settings: Settings, tier: str, *, since_ms: int | None = None, 
     shadow = _records(settings, topics.shadow, codec, since_ms, until_ms, topics.event_ms)
     served_verdicts = [v for v in map(topics.verdict, served) if v is not None]
     shadow_verdicts = [v for v in map(topics.verdict, shadow) if v is not None]
+    paired_served, paired_shadow = served_verdicts, shadow_verdicts
+    if tier == "falls" and shadow:
+        first, last = min(r["impact_ts_ms"] for r in shadow), max(r["impact_ts_ms"] for r in shadow)
+        candidates = _records(settings, FALL_CANDIDATES, codec, first, last + 1, lambda r: r["impact_ts_ms"])
+        in_span = [v for r, v in zip(served, served_verdicts) if first <= r["impact_ts_ms"] <= last]
+        paired_served, paired_shadow = over_candidates(((c["wearer_id"], (c["wearer_id"], c["seq"])) for c in candidates),
+                                                       in_span, shadow_verdicts)
     in_force = current_changes(read_changes(settings, MODELS_CONTROL, codec))
     aliases = {alias: {"version": c["version"], "share": c["share"]} if c["action"] != "retire" else None
                for alias in ("active", "shadow", "canary") if (c := in_force.get(control_key(tier, alias))) is not None}
@@ -96,7 +107,7 @@ def compare_tier(settings: Settings, tier: str, *, since_ms: int | None = None, 
         "tier": tier, "since_ms": since_ms, "until_ms": until_ms, "in_force": aliases,
         "served_topic": settings.topic(topics.served), "shadow_topic": settings.topic(topics.shadow),
         "served_records": len(served), "shadow_records": len(shadow),
-        "shadow": compare_verdicts(served_verdicts, shadow_verdicts) if shadow_verdicts else None,
+        "shadow": compare_verdicts(paired_served, paired_shadow) if shadow_verdicts else None,
         # the active model and a canary serve different assets: their flag rates compare, their verdicts do not pair
         "by_version": flag_rates_by_version(served_verdicts),
     }
