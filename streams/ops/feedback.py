@@ -449,26 +449,26 @@ def label_changes(result: StageResult[AlertLabelState]) -> list[tuple[str, str]]
     lists as a label change. A re-sent label, or a record published because the episode opened or
     closed with its label unchanged, is not a change.
     """
-    changes = []
-    for record in result.outputs:
-        if record.get("outcome") is None:  # unlabelled, or a failure verdict
-            continue
-        asset = result.state_updates.get(record["asset_id"])
-        episode = asset.episodes.get(record["alert_id"]) if asset is not None else None
-        if episode is not None and record["revision"] in episode.label_revisions:
-            changes.append((record["model_version"], record["outcome"]))
-    return changes
+    return _reached(result, None, lambda asset, r: asset.episodes.get(r["alert_id"]), lambda e: e.label_revisions, "outcome")
 
 
 def verdict_changes(result: StageResult[AlertLabelState]) -> list[tuple[str, str]]:
     """(model_version, verdict) of each failure verdict a batch reached anew, for ``vigil_failure_verdicts_total``:
     a first verdict, or one that changed (MISSED -> DETECTED after a late alert); not a re-published one."""
+    return _reached(result, OPS_FAILURES, lambda asset, r: asset.failures.get(r["failure_id"]), lambda f: f.verdict_revisions,
+                    "verdict")
+
+
+def _reached(result: StageResult[AlertLabelState], topic: str | None, entry_of: Callable[[AlertLabelState, dict[str, Any]], Any],
+             revisions_of: Callable[[Any], list[int]], value: str) -> list[tuple[str, str]]:
+    """(model_version, ``value``) of the outputs to ``topic`` (None: alerts.labelled) whose revision their state entry
+    lists as reaching a new ``value``."""
     changes = []
-    for record, topic in zip(result.outputs, result.output_topics):
-        if topic != OPS_FAILURES:
+    for record, output_topic in zip(result.outputs, result.output_topics):
+        if output_topic != topic or record.get(value) is None:  # an unlabelled episode has no outcome
             continue
         asset = result.state_updates.get(record["asset_id"])
-        failure = asset.failures.get(record["failure_id"]) if asset is not None else None
-        if failure is not None and record["revision"] in failure.verdict_revisions:
-            changes.append((record["model_version"], record["verdict"]))
+        entry = entry_of(asset, record) if asset is not None else None
+        if entry is not None and record["revision"] in revisions_of(entry):
+            changes.append((record["model_version"], record[value]))
     return changes
