@@ -129,7 +129,7 @@ def model_change(tier: str, version: str, previous: str, at_ms: int) -> dict:
 def test_reported_failures_are_judged_by_a_monitoring_worker_and_missed_ones_counted(broker_settings, start_worker, tmp_path):
     from dataclasses import replace
 
-    from tests.integration.test_pump_cascade import wait_for
+    from tests.integration.test_pump_cascade import metric, wait_for
     from vigil.streams.runtime.topics import MODELS_AUDIT
 
     # A monitoring worker needs no model: it judges failures against the alerts it reads.
@@ -141,6 +141,8 @@ def test_reported_failures_are_judged_by_a_monitoring_worker_and_missed_ones_cou
     producer = RecordProducer(settings, codec)
     producer.send_record(ALERTS, "pump-1", alert("a1", "pump-1", "OPEN", t0, t0))
     producer.flush()
+    # Read before the reports: a report read ahead of its warning alert is judged MISSED first (tested below).
+    wait_for(lambda: metric(worker, "vigil_records_in_total", "alerts.labelled") >= 1, 120, "the alert read", worker)
 
     def report(asset: str, at_ms: int, *extra: str):
         return vigil("failures", "report", asset, "--at", iso(at_ms), "--fault", "outer_race", "--who", "crew-3", *extra, "--json", env=env)
