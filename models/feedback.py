@@ -442,6 +442,23 @@ def failure_problem(record: Mapping[str, Any]) -> str | None:
     return None
 
 
+def latest_failure_reports(reports: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The report that counts per failure id (the latest by ``ts_ms``, then by arrival; invalid ones left out), in
+    failure-time order.
+
+    >>> r = {"asset_id": "p", "failure_ts_ms": 5, "fault": "seal", "who": "crew"}
+    >>> [(x["failure_id"], x["ts_ms"]) for x in latest_failure_reports([{**r, "failure_id": "b", "ts_ms": 9},
+    ...     {**r, "failure_id": "b", "ts_ms": 7}, {**r, "failure_id": "a", "ts_ms": 8}, {**r, "failure_id": "c", "ts_ms": "x"}])]
+    [('a', 8), ('b', 9)]
+    """
+    latest: dict[str, Mapping[str, Any]] = {}
+    for report in reports:
+        known = latest.get(report.get("failure_id"))
+        if failure_problem(report) is None and (known is None or report["ts_ms"] >= known["ts_ms"]):
+            latest[report["failure_id"]] = report
+    return sorted(latest.values(), key=lambda r: (r["failure_ts_ms"], r["failure_id"]))
+
+
 @dataclass(frozen=True)
 class FailureJudgement:
     verdict: str  # one of FAILURE_VERDICTS

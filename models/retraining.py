@@ -16,9 +16,9 @@ from typing import Any, Iterable, Mapping, Sequence
 from vigil.models.feedback import (
     DEFAULT_FAILURE_LOOKBACK_H,
     episodes_from_alerts,
-    failure_problem,
     feedback_problem,
     judge_failure,
+    latest_failure_reports,
     latest_feedback,
 )
 
@@ -179,11 +179,7 @@ def labelled_cases(alerts: Iterable[Mapping[str, Any]], feedback: Iterable[Mappi
     labels = latest_feedback(valid)
     failures = {(label.asset_id, label.failure_ts_ms) for label in labels.values()
                 if label.outcome == "fault-found" and label.failure_ts_ms is not None}
-    latest: dict[str, Mapping[str, Any]] = {}
-    for report in failure_reports:
-        if failure_problem(report) is None and report["ts_ms"] >= latest.get(report["failure_id"], {"ts_ms": -1})["ts_ms"]:
-            latest[report["failure_id"]] = report
-    failures |= {(r["asset_id"], r["failure_ts_ms"]) for r in latest.values()}
+    failures |= {(r["asset_id"], r["failure_ts_ms"]) for r in latest_failure_reports(failure_reports)}
     quiet = sorted((episodes[i].asset_id, episodes[i].opened_ts_ms,
                     episodes[i].closed_ts_ms if episodes[i].closed_ts_ms is not None else math.inf)
                    for i, label in labels.items() if label.outcome == "nothing-found")

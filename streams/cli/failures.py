@@ -77,7 +77,7 @@ def cmd_failures_list(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
     from vigil.models.feedback import current_verdicts
-    from vigil.streams.ops.performance import read_records
+    from vigil.streams.lifecycle.control import read_records
     from vigil.streams.runtime.codec import codec_from_settings
     from vigil.streams.runtime.settings import Settings
     from vigil.streams.runtime.topics import OPS_FAILURES

@@ -18,7 +18,8 @@ from typing import Any
 from rich.table import Table
 
 from vigil.streams.cli.common import console, duration_s, out, print_json
-from vigil.streams.ops.performance import model_report, read_records
+from vigil.streams.lifecycle.control import read_records
+from vigil.streams.ops.performance import model_report
 from vigil.streams.runtime.codec import codec_from_settings
 from vigil.streams.runtime.settings import Settings
 from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES, PUMP_TRENDS, SCHEMA_OF_TOPIC

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from vigil.models.feedback import current_verdicts
+from vigil.streams.lifecycle.control import read_records
 from vigil.streams.ops.labels import failure_record, feedback_record, send_failure_reports, send_feedback_records
-from vigil.streams.ops.performance import read_records, report_from_topics
+from vigil.streams.ops.performance import report_from_topics
 from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.settings import Settings
 from vigil.streams.runtime.topics import ALERTS_LABELLED, OPS_DRIFT, OPS_DRIFT_WINDOWS, OPS_FAILURES, OPS_QUALITY, OPS_QUALITY_WINDOWS
@@ -123,13 +124,8 @@ class DemoMonitoring:
         if records:
             send_feedback_records(self.settings, self.codec, records)
         self.labels_sent = len(records)
-        wanted, deadline = {r["alert_id"] for r in records}, time.monotonic() + timeout_s
-        while wanted and time.monotonic() < deadline:
-            labelled, _ = read_records(self.settings, self.codec, ALERTS_LABELLED)
-            wanted -= {r["alert_id"] for r in labelled if r["outcome"] is not None}
-            if wanted:
-                time.sleep(1.0)
-        return len(records) - len(wanted)
+        return self._wait_for(ALERTS_LABELLED, "alert_id", {r["alert_id"] for r in records}, timeout_s,
+                              accept=lambda r: r["outcome"] is not None)
 
     def unannounced_failure(self, assets: Sequence[Any], first_alert_ms: Mapping[str, int], start_ms: int,
                             end_ms: int) -> tuple[str, int] | None:
@@ -156,12 +152,17 @@ class DemoMonitoring:
         if reports:
             send_failure_reports(self.settings, self.codec, reports)
         self.failures_reported = len(reports)
-        wanted, deadline = {r["failure_id"] for r in reports}, time.monotonic() + timeout_s
+        return self._wait_for(OPS_FAILURES, "failure_id", {r["failure_id"] for r in reports}, timeout_s)
+
+    def _wait_for(self, topic: str, id_field: str, ids: set[str], timeout_s: float,
+                  accept: Any = lambda record: True) -> int:
+        """Until ``topic`` holds an accepted record for each of ``ids`` (by ``id_field``) or the timeout; how many it holds."""
+        wanted, deadline = set(ids), time.monotonic() + timeout_s
         while wanted and time.monotonic() < deadline:
-            wanted -= {v["failure_id"] for v in read_records(self.settings, self.codec, OPS_FAILURES)[0]}
+            wanted -= {r[id_field] for r in read_records(self.settings, self.codec, topic)[0] if accept(r)}
             if wanted:
                 time.sleep(1.0)
-        return len(reports) - len(wanted)
+        return len(ids) - len(wanted)
 
     def wait_for_fleet_stages(self, scrape: Any, timeout_s: float = 60.0) -> bool:
         """Until the fleet stages have consumed every summary now on ``ops.*.windows`` (by their records-in counters)."""

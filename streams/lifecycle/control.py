@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from vigil.models.lifecycle import TOPOLOGY_OF_TIER, change_problem, control_key, current_changes, rollback_target
 from vigil.models.registry import ModelIntegrityError, ModelNotFoundError, ModelRegistry
 from vigil.streams.lifecycle.artifacts import version_chunks
-from vigil.streams.runtime.codec import AvroCodec
+from vigil.streams.runtime.codec import AvroCodec, DecodeError
 from vigil.streams.runtime.settings import Settings
 from vigil.streams.runtime.topics import LIFECYCLE_TOPICS, MODELS_ARTIFACTS, MODELS_AUDIT, MODELS_CONTROL, SCHEMA_OF_TOPIC, ensure_topics
 
@@ -72,11 +72,21 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 30.0) -> list
         consumer.close()
 
 
+def read_records(settings: Settings, codec: AvroCodec, topic: str, timeout_s: float = 120.0) -> tuple[list[dict[str, Any]], int]:
+    """Decoded records of ``topic`` (logical name) from the beginning to its end now, with the schema the topic carries,
+    and how many were not decodable (skipped: the workers dead-letter them)."""
+    records, skipped = [], 0
+    for raw in read_to_end(settings, topic, timeout_s):
+        try:
+            records.append(codec.decode(raw.value, SCHEMA_OF_TOPIC[topic]))
+        except DecodeError:
+            skipped += 1
+    return records, skipped
+
+
 def read_changes(settings: Settings, topic: str, codec: AvroCodec | None = None, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Decoded ModelChange records of models.control or models.audit, in offset order (undecodable ones skipped:
     the CLI never writes them, and workers dead-letter them)."""
-    from vigil.streams.runtime.codec import DecodeError
-
     codec = codec or AvroCodec()
     changes = []
     for record in read_to_end(settings, topic, timeout_s):

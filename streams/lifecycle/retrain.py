@@ -48,7 +48,7 @@ from vigil.models.retraining import (
     promotion_gate,
     select_training_windows,
 )
-from vigil.streams.lifecycle.control import ModelChanges, read_to_end
+from vigil.streams.lifecycle.control import ModelChanges, read_records, read_to_end
 from vigil.streams.pumps.cloud import tuned_thresholds
 from vigil.streams.pumps.training import PumpTrainingConfig, fit_pump_models, save_pump_models
 from vigil.streams.runtime.codec import AvroCodec, DecodeError
@@ -88,32 +88,27 @@ def read_feature_windows(settings: Settings, since_ms: int | None, until_ms: int
     return windows, lineage, every
 
 
-def _decoded(settings: Settings, codec: AvroCodec, topic: str) -> list[dict[str, Any]]:
-    """Every record of ``topic`` that decodes (the workers dead-letter the rest)."""
-    records = []
-    for record in read_to_end(settings, topic, timeout_s=120.0):
-        try:
-            records.append(codec.decode(record.value, SCHEMA_OF_TOPIC[topic]))
-        except DecodeError:
-            continue
-    return records
+def replayed_windows(windows: list[dict[str, Any]], cases: LabelledCases) -> list[dict[str, Any]]:
+    """Every window of the pumps the cases concern, from their first (the edge tier's commissioning baseline
+    included), in event order: what each pair replays."""
+    assets = set(cases.assets)
+    return sorted((w for w in windows if w["asset_id"] in assets), key=lambda w: (w["ts_ms"], w["asset_id"], w["stream"]))
 
 
-def judge_on_stream(windows: list[dict[str, Any]], cases: LabelledCases, pair: dict[str, tuple[Any, str, dict[str, Any]]],
+def judge_on_stream(replayed: list[dict[str, Any]], cases: LabelledCases, pair: dict[str, tuple[Any, str, dict[str, Any]]],
                     settings: Settings) -> dict[str, Any]:
-    """Recall and false alarms of an (edge, cloud) pair on what maintenance said about the stream: the pair replays every
-    window of the pumps concerned from their first (the edge tier's commissioning baseline included), as the stages would."""
+    """Recall and false alarms of an (edge, cloud) pair on what maintenance said about the stream, from its alerts on
+    ``replayed`` (``replayed_windows``) through the offline stages."""
     from vigil.streams.pumps.offline import OfflinePumpPipeline
 
     (edge, edge_version, _), (cloud, cloud_version, cloud_meta) = pair[EDGE_TIER], pair[CLOUD_TIER]
     pipeline = OfflinePumpPipeline(edge=(edge, edge_version), cloud=(cloud, cloud_version),
                                    cloud_thresholds=tuned_thresholds(cloud, cloud_meta), policy=AlertPolicy(settings.alert_policy()))
-    assets = set(cases.assets)
-    mine = sorted((w for w in windows if w["asset_id"] in assets), key=lambda w: (w["ts_ms"], w["asset_id"], w["stream"]))
     alerts: list[dict[str, Any]] = []
-    for start in range(0, len(mine), 256):
-        alerts += pipeline.feed_features(mine[start:start + 256]).alerts
-    return {**judge_on_labelled(alerts, cases), "windows_replayed": len(mine), "models": {"edge": edge_version, "cloud": cloud_version}}
+    for start in range(0, len(replayed), 256):
+        alerts += pipeline.feed_features(replayed[start:start + 256]).alerts
+    return {**judge_on_labelled(alerts, cases), "windows_replayed": len(replayed),
+            "models": {"edge": edge_version, "cloud": cloud_version}}
 
 
 def _alerts_and_deadletters(settings: Settings, codec: AvroCodec) -> tuple[list[dict[str, Any]], Counter[str]]:
@@ -207,7 +202,7 @@ def retrain_pumps(settings: Settings, *, since_ms: int | None = None, until_ms: 
     progress("reading pump.features, alerts, dead letters, drift findings and maintenance's labels")
     windows, lineage, every_window = read_feature_windows(settings, since_ms, until_ms, codec, offsets)
     alerts, letters = _alerts_and_deadletters(settings, codec)
-    cases = labelled_cases(alerts, _decoded(settings, codec, ALERTS_FEEDBACK), _decoded(settings, codec, MAINTENANCE_FAILURES))
+    cases = labelled_cases(alerts, read_records(settings, codec, ALERTS_FEEDBACK)[0], read_records(settings, codec, MAINTENANCE_FAILURES)[0])
     findings = [codec.decode(r.value, SCHEMA_OF_TOPIC[OPS_DRIFT]) for r in read_to_end(settings, OPS_DRIFT, timeout_s=120.0)]
     kept, checks, problems = select_training_windows(windows, alert_spans(alerts), letters, bounds, drifting=drift_spans(findings))
     if problems:
@@ -231,8 +226,9 @@ def retrain_pumps(settings: Settings, *, since_ms: int | None = None, until_ms: 
         gates.append((passed, [f"pack: {r}" for r in why]))
     if cases.failures or cases.quiet:
         progress(f"judging both pairs on {len(cases.failures)} reported failures and {len(cases.quiet)} nothing-found episodes")
-        report["stream_judgement"] = {"active": judge_on_stream(every_window, cases, active, settings),
-                                      "candidate": judge_on_stream(every_window, cases, candidate, settings)}
+        replayed = replayed_windows(every_window, cases)
+        report["stream_judgement"] = {"active": judge_on_stream(replayed, cases, active, settings),
+                                      "candidate": judge_on_stream(replayed, cases, candidate, settings)}
         if cases.failures:
             passed, why = promotion_gate(report["stream_judgement"]["active"], report["stream_judgement"]["candidate"], bounds)
             gates.append((passed, [f"stream: {r}" for r in why]))

@@ -300,8 +300,7 @@ class AlertFeedbackStage:
             self._index_pending(result, state, asset_id, asset, message.partition)
         self._publish(result, asset_id, alert_id, episode, record["ts_ms"])
         self._forget_old(asset)
-        for failure_id in sorted(asset.failures):
-            self._judge(result, asset_id, asset, failure_id, record["ts_ms"])
+        self._judge(result, asset_id, asset, sorted(asset.failures), record["ts_ms"])
 
     def _failure(self, result: StageResult[AlertLabelState], state: Mapping[str, AlertLabelState], message: RawMessage) -> None:
         record = self._checked(result, message, FAILURE_SCHEMA, failure_problem, INVALID_FAILURE, "invalid failure report")
@@ -317,14 +316,22 @@ class AlertFeedbackStage:
             asset.failures[failure_id] = ReportedFailure(record)
         else:
             known.record = record
-        self._judge(result, asset_id, asset, failure_id, record["ts_ms"])
+        self._judge(result, asset_id, asset, [failure_id], record["ts_ms"])
 
-    def _judge(self, result: StageResult[AlertLabelState], asset_id: str, asset: AlertLabelState, failure_id: str, event_ms: int) -> None:
-        """Publish the failure's verdict against the pump's episodes if it changed since the last one."""
-        failure = asset.failures[failure_id]
-        report = failure.record
+    def _judge(self, result: StageResult[AlertLabelState], asset_id: str, asset: AlertLabelState, failure_ids: Sequence[str],
+               event_ms: int) -> None:
+        """Publish each failure's verdict against the pump's episodes (folded once) if it changed since the last one."""
+        if not failure_ids:
+            return
         records = [r for alert_id, e in asset.episodes.items() for r in e.alert_records(alert_id, asset_id)]
-        judged = judge_failure(asset_id, report["failure_ts_ms"], episodes_from_alerts(records).values(),
+        episodes = list(episodes_from_alerts(records).values())
+        for failure_id in failure_ids:
+            self._publish_verdict(result, asset_id, failure_id, asset.failures[failure_id], episodes, event_ms)
+
+    def _publish_verdict(self, result: StageResult[AlertLabelState], asset_id: str, failure_id: str, failure: ReportedFailure,
+                         episodes: Sequence[Episode], event_ms: int) -> None:
+        report = failure.record
+        judged = judge_failure(asset_id, report["failure_ts_ms"], episodes,
                                lookback_h=self.failure_lookback_h, reported_version=report.get("model_version"))
         signature = [judged.verdict, list(judged.alert_ids), judged.lead_time_h, judged.model_version,
                      report["failure_ts_ms"], report["fault"]]

@@ -10,31 +10,17 @@ from typing import Any
 from vigil.models.feedback import (
     RealisedPerformance,
     episodes_from_alerts,
-    failure_problem,
     feedback_problem,
     judge_failure,
+    latest_failure_reports,
     latest_feedback,
     realised_performance,
     totals,
 )
-from vigil.streams.runtime.codec import AvroCodec, DecodeError
+from vigil.streams.lifecycle.control import read_records
+from vigil.streams.runtime.codec import AvroCodec
 from vigil.streams.runtime.settings import Settings
-from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES, PUMP_TRENDS, SCHEMA_OF_TOPIC
-
-READ_TIMEOUT_S = 120.0
-
-
-def read_records(settings: Settings, codec: AvroCodec, topic: str) -> tuple[list[dict[str, Any]], int]:
-    """Decoded records of ``topic`` from the beginning to its end now, and how many were not decodable (skipped)."""
-    from vigil.streams.lifecycle.control import read_to_end
-
-    records, skipped = [], 0
-    for raw in read_to_end(settings, topic, timeout_s=READ_TIMEOUT_S):
-        try:
-            records.append(codec.decode(raw.value, SCHEMA_OF_TOPIC[topic]))
-        except DecodeError:
-            skipped += 1
-    return records, skipped
+from vigil.streams.runtime.topics import ALERTS, ALERTS_FEEDBACK, MAINTENANCE_FAILURES, PUMP_TRENDS
 
 
 def exposure_from_trends(trends: list[dict[str, Any]], since_ms: int, until_ms: int) -> dict[str, tuple[int, int]]:
@@ -55,12 +41,8 @@ def exposure_from_trends(trends: list[dict[str, Any]], since_ms: int, until_ms: 
 def judged_failures(reports: list[dict[str, Any]], episodes: Any, *, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
     """Each failure reported within [since_ms, until_ms) (the latest report per failure id; invalid ones left out) judged
     against every episode read, as the label stage judges it; in failure-time order."""
-    latest: dict[str, dict[str, Any]] = {}
-    for report in reports:
-        if failure_problem(report) is None and report["ts_ms"] >= latest.get(report["failure_id"], {"ts_ms": -1})["ts_ms"]:
-            latest[report["failure_id"]] = report
     out = []
-    for report in sorted(latest.values(), key=lambda r: (r["failure_ts_ms"], r["failure_id"])):
+    for report in latest_failure_reports(reports):
         if since_ms <= report["failure_ts_ms"] < until_ms:
             judged = judge_failure(report["asset_id"], report["failure_ts_ms"], episodes, reported_version=report.get("model_version"))
             out.append({"failure_id": report["failure_id"], "asset_id": report["asset_id"], "failure_ts_ms": report["failure_ts_ms"],
