@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import faust
+from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from vigil.models.registry import CLOUD_TIER, EDGE_TIER, FALL_TIER
 from vigil.streams.pumps.training import ActivePumpModels, load_pump_models
 from vigil.streams.runtime.codec import AvroCodec, codec_from_settings
+from vigil.streams.runtime.delivery import committed_after_seek
 from vigil.streams.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,6 +47,20 @@ class _VigilConsumer(aiokafka_driver.Consumer):
         advances only to the first repeat: measured on Kafka 4.4 after a takeover, the committed offset crept
         one record per commit and 8,434 processed records stayed uncommitted for minutes. Only the jumps the
         guard accepts as real become gaps (``add_accepted_gap``)."""
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, without recording over commits made while it ran
+        (``committed_after_seek``: a partition whose recorded offset went back was never committed again)."""
+        fetched = {ensure_TP(tp): offset for tp, offset in (await self.seek_to_committed()).items()}
+        kept = committed_after_seek(self._committed_offset, {tp: o for tp, o in fetched.items() if o is not None})
+        later = {tp: (fetched[tp], kept[tp]) for tp in kept if kept[tp] != (fetched[tp] or None)}
+        for tp, offset in fetched.items():
+            if tp not in later:  # a partition committed further meanwhile: the fetch loop's mark is past that commit
+                self._read_offset[tp] = offset if offset is not None and offset >= 0 else None
+        self._committed_offset.update(kept)
+        if later:
+            logger.info("commits made while seeking to the committed offsets kept over the offsets fetched",
+                        extra={"partitions": {str(tp): {"fetched": f, "kept": k} for tp, (f, k) in sorted(later.items())}})
 
     async def add_accepted_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Let commits pass offsets ``offset_from``..``offset_to`` (inclusive), which will never come."""

@@ -160,3 +160,32 @@ class OffsetContinuity:
                 self.reseeks += 1
                 due.append((tp, cursor.next_offset))
         return due
+
+
+def committed_after_seek(recorded: Mapping[Hashable, int | None],
+                         fetched: Mapping[Hashable, int | None]) -> dict[Hashable, int | None]:
+    """The committed offset to record per partition once the seek to the committed offsets returns.
+
+    Faust resumes the source partitions before it seeks them to their committed offsets
+    (``Consumer.perform_seek``), so stages run and Faust commits while the committed offsets
+    are still being fetched. Faust then recorded the fetched values over those newer commits.
+    It advances a partition's commit only from the recorded offset, through a contiguous run of
+    acknowledged offsets, and the offsets between the stale record and the newer commit had
+    already been acknowledged and committed, so that partition was never committed again.
+    Measured in the worker-crash test on Apache Kafka 4.4: offsets 373 and 384 committed during
+    the seek, 314 and 326 recorded after it, and those two partitions still uncommitted 120 s later.
+
+    ``recorded`` is what this worker has committed in this assignment; ``fetched`` is the broker's
+    committed offsets as the seek read them (None or 0: nothing committed, recorded as None, as Faust does).
+    The later of the two is kept.
+
+    >>> committed_after_seek({"p0": 373}, {"p0": 314, "p1": 5, "p2": 0})
+    {'p0': 373, 'p1': 5, 'p2': None}
+    >>> committed_after_seek({"p0": 300}, {"p0": 314})
+    {'p0': 314}
+    """
+    out: dict[Hashable, int | None] = {}
+    for tp, offset in fetched.items():
+        known = recorded.get(tp)
+        out[tp] = known if known is not None and (not offset or offset < known) else (offset or None)
+    return out

@@ -154,3 +154,36 @@ def test_an_unknown_worker_role_is_refused_with_the_choices():
 
     with pytest.raises(ValueError, match="VIGIL_WORKER_ROLE must be one of all, scoring, monitoring, got 'alerts'"):
         Settings.from_env({"VIGIL_WORKER_ROLE": "alerts"})
+
+
+async def test_a_commit_made_while_seeking_to_the_committed_offsets_is_not_recorded_over(worker_consumer, monkeypatch, caplog):
+    # Faust resumes the partitions before it seeks them to their committed offsets. Measured in the worker-crash
+    # test: a stage committed 373 while the committed offsets were being fetched, the seek then recorded the fetched
+    # 314, and since a commit advances from the recorded offset through acknowledged ones (314..372 already
+    # committed, never acknowledged again), the partition was never committed again.
+    from faust.types import TP
+
+    from vigil.streams.runtime.app import _VigilConsumer
+
+    busy, quiet, fresh = (TP("t0.pump.features", p) for p in range(3))
+    consumer = worker_consumer
+
+    async def seek_to_committed() -> dict[TP, int]:
+        consumer._committed_offset[busy] = 373  # Faust's commit timer, while the fetch was under way
+        consumer._read_offset[busy] = 380
+        return {busy: 314, quiet: 50, fresh: 0}
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    with caplog.at_level("INFO", logger="vigil.streams.runtime.app"):
+        await consumer.perform_seek()
+    [kept] = [r for r in caplog.records if r.msg.startswith("commits made while seeking")]
+    assert kept.partitions == {str(busy): {"fetched": 314, "kept": 373}}
+    assert {tp: consumer._committed_offset[tp] for tp in (busy, quiet, fresh)} == {busy: 373, quiet: 50, fresh: None}
+    assert {tp: consumer._read_offset[tp] for tp in (busy, quiet, fresh)} == {busy: 380, quiet: 50, fresh: 0}
+    consumer._acked[busy].extend(range(373, 400))
+    assert consumer._new_offset(busy) == 400
+
+    await super(_VigilConsumer, consumer).perform_seek()  # Faust's own: the stale offset recorded, commits stuck
+    assert consumer._committed_offset[busy] == 314
+    consumer._acked[busy].extend(range(400, 420))
+    assert consumer._new_offset(busy) is None
