@@ -309,8 +309,7 @@ class DriftStage:
             list(own["features"]), {n: (counts[i] / counts[i].sum()).tolist() for i, n in enumerate(own["features"])},
             (scores / scores.sum()).tolist() if same_version else None,
             (own["flagged"] + 1) / (own["windows"] + 2) if same_version else None,
-            (own.get("cloud_confirmed", 0) + 1) / (own.get("cloud_scored", 0) + 2)
-            if same_version and own.get("cloud_scored", 0) >= self.references.min_cloud_reference else None)
+            self.references.own_confirm_rate(own.get("cloud_confirmed", 0), own.get("cloud_scored", 0)) if same_version else None)
 
     def _window(self, asset: DriftAssetState, length_s: float, feature_set: str, version: str, start_ms: int,
                 names: list[str]) -> WindowCounts:

@@ -180,7 +180,7 @@ class FleetDriftStage:
             own["cloud_scored"] += window.cloud_scored
             own["cloud_confirmed"] += window.cloud_confirmed
             return training
-        if training is None or window.start_ms < own["start_ms"] + self.reference_ms or \
-                own["cloud_scored"] < self.references.min_cloud_reference:
+        rate = self.references.own_confirm_rate(own["cloud_confirmed"], own["cloud_scored"])
+        if training is None or window.start_ms < own["start_ms"] + self.reference_ms or rate is None:
             return training
-        return dataclasses.replace(training, confirm_rate=(own["cloud_confirmed"] + 1) / (own["cloud_scored"] + 2))
+        return dataclasses.replace(training, confirm_rate=rate)

@@ -61,7 +61,7 @@ class DriftReferences:
     """Edge model version and feature set -> the reference, read from the registry once per version."""
 
     bin_edges: tuple[float, ...] = tuple(REFERENCE_BIN_EDGES)
-    # Cloud verdicts a pump's own reference period needs before its confirmation rate is a reference.
+    # Cloud verdicts a pump's (or the fleet's) own reference period needs before its confirmation rate is a reference.
     min_cloud_reference: int = 30
     score_edges: tuple[float, ...] = tuple(SCORE_RATIO_EDGES)
 
@@ -69,6 +69,16 @@ class DriftReferences:
         self.registry = ModelRegistry(models_dir) if models_dir is not None else None
         self._by_version: dict[str, Mapping[str, Any]] = dict(known or {})
         self._missing: set[str] = set()  # versions already warned about
+
+    def own_confirm_rate(self, confirmed: int, scored: int) -> float | None:
+        """The confirmation rate a reference period of a pump's or the fleet's own gives (Laplace-smoothed, as its flag
+        rate); None while it holds fewer than ``min_cloud_reference`` cloud verdicts.
+
+        >>> refs = DriftReferences()
+        >>> refs.own_confirm_rate(8, 40), refs.own_confirm_rate(8, 29)
+        (0.21428571428571427, None)
+        """
+        return (confirmed + 1) / (scored + 2) if scored >= self.min_cloud_reference else None
 
     def get(self, version: str, feature_set: str) -> FeatureSetReference | None:
         metadata = self._by_version.get(version)
