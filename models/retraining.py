@@ -196,12 +196,14 @@ def judge_on_labelled(alerts: Iterable[Mapping[str, Any]], cases: LabelledCases,
     ...             {**opened, "alert_id": "r2", "asset_id": "p2", "ts_ms": 25, "opened_ts_ms": 25}]
     >>> judge_on_labelled(replayed, LabelledCases((("p1", 35), ("p3", 90)), (("p2", 20, 30.0),)))
     {'failures': 2, 'detected': 1, 'recall': 0.5, 'quiet_episodes': 1, 'false_alarms': 1}
+    >>> judge_on_labelled(iter(replayed), LabelledCases((("p1", 35),), (("p2", 20, 30.0),)))["false_alarms"]
+    1
     """
-    episodes = list(episodes_from_alerts(alerts).values())
+    episodes = list(episodes_from_alerts(alerts).values())  # read once: ``alerts`` may be a single-pass iterable
     lookback = DEFAULT_FAILURE_LOOKBACK_H if lookback_h is None else lookback_h
     detected = sum(judge_failure(asset, at_ms, episodes, lookback_h=lookback).verdict == "DETECTED" for asset, at_ms in cases.failures)
-    spans = alert_spans(alerts)
-    false_alarms = sum(any(opened <= end and start <= closed for opened, closed in spans.get(asset, ()))
+    spans = [(e.asset_id, e.opened_ts_ms, math.inf if e.closed_ts_ms is None else e.closed_ts_ms) for e in episodes]
+    false_alarms = sum(any(a == asset and opened <= end and start <= closed for a, opened, closed in spans)
                        for asset, start, end in cases.quiet)
     n = len(cases.failures)
     return {"failures": n, "detected": detected, "recall": detected / n if n else None, "quiet_episodes": len(cases.quiet),
